@@ -1,0 +1,17 @@
+"""vireid_plugins: unsupervised visible-infrared person re-identification for fast-reid.
+
+Importing the package applies the fast-reid compatibility shims once, then imports the
+subpackages whose modules register components (datasets, samplers, backbones, meta-architectures,
+evaluators) in fast-reid's and our own registries.
+"""
+from .compat import apply_fastreid_compat
+
+apply_fastreid_compat()
+
+from . import data  # noqa: E402  (registration: datasets, samplers, transforms)
+from . import modeling  # noqa: E402  (registration: backbones, meta-architectures)
+from . import evaluation  # noqa: E402  (registration: evaluators)
+from .config import add_vireid_config  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = ["add_vireid_config", "apply_fastreid_compat", "__version__"]

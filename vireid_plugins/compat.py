@@ -1,0 +1,106 @@
+"""Compatibility shims that let the unmodified ``fastreid==1.4.0`` wheel run on Python >= 3.10 and torch 2.
+
+Every shim is applied from outside the package, exactly once, by :func:`apply_fastreid_compat`
+(``vireid_plugins/__init__.py`` calls it before anything imports fastreid). The numbers refer to
+the table in ``shared/docs/fastreid-notes.md`` §2:
+
+1. ``torch._six`` was removed in torch 2.0; ``fastreid.data.build`` imports ``string_classes`` from it.
+2. ``collections.Mapping`` was removed in Python 3.10; two fastreid modules import it.
+4. ``DataLoaderX`` creates CUDA streams unconditionally; without CUDA it falls back to a plain loader.
+5. ``ReidEvaluator`` runs ``make`` inside site-packages (and ``sys.exit(1)`` without Cython).
+6. ``torch.load`` defaults to ``weights_only=True``; fastreid's checkpoints are trusted local files.
+
+Shim 3 (the ``ContiguousParams`` optimizer that never updates a weight on torch 2, §0) is not a
+monkey-patch: :class:`vireid_plugins.engine.VIReIDTrainer` builds its optimizer with
+``contiguous=False``.
+"""
+import collections
+import collections.abc
+import logging
+import sys
+import types
+
+import torch
+
+__all__ = ["apply_fastreid_compat"]
+
+_APPLIED = False
+
+
+def _shim_import_time_breakages():
+    if "torch._six" not in sys.modules:
+        six = types.ModuleType("torch._six")
+        six.string_classes = (str, bytes)
+        six.inf = float("inf")
+        sys.modules["torch._six"] = six
+        torch._six = six
+    for name in ("Mapping", "MutableMapping", "Sequence", "Iterable"):
+        if not hasattr(collections, name):
+            setattr(collections, name, getattr(collections.abc, name))
+
+
+def _shim_dataloaderx():
+    """Make ``DataLoaderX`` behave like a plain ``DataLoader`` when CUDA is not available."""
+    from torch.utils.data import DataLoader
+
+    from fastreid.data import data_utils
+
+    cls = data_utils.DataLoaderX
+    cuda_init, cuda_iter, cuda_next = cls.__init__, cls.__iter__, cls.__next__
+    cuda_shutdown = cls.shutdown
+
+    def __init__(self, local_rank, **kwargs):
+        self._use_cuda = torch.cuda.is_available()
+        if self._use_cuda:
+            cuda_init(self, local_rank, **kwargs)
+        else:
+            kwargs["pin_memory"] = False
+            DataLoader.__init__(self, **kwargs)
+            self.local_rank = local_rank
+
+    def __iter__(self):
+        if self._use_cuda:
+            return cuda_iter(self)
+        self.iter = DataLoader.__iter__(self)
+        return self
+
+    def __next__(self):
+        if self._use_cuda:
+            return cuda_next(self)
+        return next(self.iter)
+
+    def shutdown(self):
+        if self._use_cuda and hasattr(self, "iter"):
+            cuda_shutdown(self)
+
+    cls.__init__, cls.__iter__, cls.__next__, cls.shutdown = __init__, __iter__, __next__, shutdown
+
+
+def _shim_reid_evaluator():
+    """Never compile the Cython ranking helper at run time (it would ``sys.exit(1)``)."""
+    from fastreid.evaluation import reid_evaluation
+
+    reid_evaluation.ReidEvaluator._compile_dependencies = lambda self: None
+
+
+def _shim_checkpoint_loading():
+    """fastreid's own checkpoints are trusted local files: load them with ``weights_only=False``."""
+    from fastreid.utils.checkpoint import Checkpointer
+
+    def _load_file(self, f):
+        return torch.load(f, map_location=torch.device("cpu"), weights_only=False)
+
+    Checkpointer._load_file = _load_file
+
+
+def apply_fastreid_compat():
+    """Apply every shim once; later calls are no-ops."""
+    global _APPLIED
+    if _APPLIED:
+        return
+    _shim_import_time_breakages()
+    _shim_dataloaderx()
+    _shim_reid_evaluator()
+    _shim_checkpoint_loading()
+    _APPLIED = True
+    logging.getLogger("fastreid.vireid.compat").debug("fast-reid compatibility shims applied")

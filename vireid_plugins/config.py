@@ -1,0 +1,56 @@
+"""Every configuration key that vireid_plugins adds to fast-reid's defaults.
+
+Use it like every fast-reid project::
+
+    cfg = get_cfg()
+    add_vireid_config(cfg)
+    cfg.merge_from_file(path)
+"""
+from fastreid.config import CfgNode as CN
+
+__all__ = ["add_vireid_config"]
+
+
+def add_vireid_config(cfg):
+    """Declare the vireid keys (with defaults) on a fast-reid ``CfgNode``, in place."""
+    _C = cfg
+
+    _C.SEED = 0  # seeds python/numpy/torch, the samplers and the gallery trials; < 0 draws one at random
+
+    # ---------------------------------------------------------------- datasets
+    _C.DATASETS.ROOT = "datasets"  # folder holding SYSU-MM01/ and RegDB/ (env FASTREID_DATASETS wins if set)
+    _C.DATASETS.SYSU = CN()
+    _C.DATASETS.SYSU.MODES = ("all", "indoor")  # search modes evaluated on SYSU-MM01
+    _C.DATASETS.SYSU.NUM_TRIALS = 10  # random single-shot gallery draws (official seeds 0..N-1)
+    _C.DATASETS.SYSU.GALLERY_SHOT = "single"  # "single" (1 image per id per cam) or "multi" (10)
+    _C.DATASETS.REGDB = CN()
+    _C.DATASETS.REGDB.TRIAL = 1  # train/test split 1..10 (one model per split, as the official protocol)
+    _C.DATASETS.REGDB.MODES = ("v2t", "t2v")  # visible->thermal and thermal->visible
+
+    # ---------------------------------------------------------------- data loading
+    _C.DATALOADER.SAMPLER_TRAIN = "DualModalitySampler"  # any name in vireid SAMPLER_REGISTRY
+    _C.DATALOADER.NUM_INSTANCE = 4  # K: instances per identity *per modality* in a batch
+    _C.DATALOADER.ITERS_PER_EPOCH = 0  # iterations per epoch; 0 = len(train set) // IMS_PER_BATCH
+    _C.DATALOADER.NUM_WORKERS = 2
+
+    # channel augmentation (reference-implementations §3); each part is applied to its modality only
+    _C.INPUT.CA = CN()
+    _C.INPUT.CA.CHANNEL_EXCHANGE = CN({"ENABLED": False})  # visible: copy one random channel to all three
+    _C.INPUT.CA.CHANNEL_EXCHANGE.GRAY = 2  # 2: R/G/B only (ADCA); 3: also luminance grey
+    _C.INPUT.CA.CHANNEL_EXCHANGE.PROB = 1.0  # probability to apply it to a visible image
+    _C.INPUT.CA.ADAP_GRAY = CN({"ENABLED": False})  # infrared: ChannelAdapGray
+    _C.INPUT.CA.ADAP_GRAY.PROB = 0.5  # probability of the grey branch inside ChannelAdapGray
+    _C.INPUT.CA.RANDOM_ERASING = CN({"ENABLED": False})  # both modalities: ChannelRandomErasing
+    _C.INPUT.CA.RANDOM_ERASING.PROB = 0.5  # probability to erase one rectangle
+    _C.INPUT.CA.RANDOM_ERASING.AREA = [0.02, 0.4]  # erased area fraction range (sl, sh)
+    _C.INPUT.CA.RANDOM_ERASING.MIN_ASPECT = 0.3  # r1: aspect ratio drawn from [r1, 1/r1]
+    _C.INPUT.CA.RANDOM_ERASING.MEAN = [0.4914 * 255, 0.4822 * 255, 0.4465 * 255]  # fill value (0-255 scale)
+
+    # ---------------------------------------------------------------- model
+    _C.MODEL.BACKBONE.NUM_MODALITIES = 2  # modality-specific stems: 0 visible, 1 infrared
+    _C.MODEL.BACKBONE.NL_LAYERS = [0, 2, 3, 0]  # AGW: non-local blocks after the last n blocks of each stage
+    _C.MODEL.BACKBONE.PRETRAIN_STRICT = False  # raise if PRETRAIN_PATH misses backbone weights
+
+    # ---------------------------------------------------------------- evaluation
+    _C.TEST.SELECT_ON_TEST = False  # let model_best.pth be chosen by the test-set metric (off: never)
+    _C.TEST.METRIC_KEY = "all/mAP"  # result key copied into "metric" for fast-reid's best-model logic

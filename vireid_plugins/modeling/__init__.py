@@ -1,0 +1,1 @@
+"""(registration imports are added as modules land)"""
