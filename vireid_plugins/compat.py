@@ -9,6 +9,8 @@ the table in ``shared/docs/fastreid-notes.md`` §2:
 4. ``DataLoaderX`` creates CUDA streams unconditionally; without CUDA it falls back to a plain loader.
 5. ``ReidEvaluator`` runs ``make`` inside site-packages (and ``sys.exit(1)`` without Cython).
 6. ``torch.load`` defaults to ``weights_only=True``; fastreid's checkpoints are trusted local files.
+7. ``CommonMetricPrinter`` divides by zero when it writes twice at one iteration before the iteration
+   timer has data (runs of fewer than 4 iterations, e.g. smoke tests): the second write is skipped.
 
 Shim 3 (the ``ContiguousParams`` optimizer that never updates a weight on torch 2, §0) is not a
 monkey-patch: :class:`vireid_plugins.engine.VIReIDTrainer` builds its optimizer with
@@ -93,6 +95,20 @@ def _shim_checkpoint_loading():
     Checkpointer._load_file = _load_file
 
 
+def _shim_metric_printer():
+    from fastreid.utils.events import CommonMetricPrinter, get_event_storage
+
+    write = CommonMetricPrinter.write
+
+    def guarded_write(self):
+        last = getattr(self, "_last_write", None)
+        if last is not None and last[0] == get_event_storage().iter:
+            return
+        write(self)
+
+    CommonMetricPrinter.write = guarded_write
+
+
 def apply_fastreid_compat():
     """Apply every shim once; later calls are no-ops."""
     global _APPLIED
@@ -102,5 +118,6 @@ def apply_fastreid_compat():
     _shim_dataloaderx()
     _shim_reid_evaluator()
     _shim_checkpoint_loading()
+    _shim_metric_printer()
     _APPLIED = True
     logging.getLogger("fastreid.vireid.compat").debug("fast-reid compatibility shims applied")

@@ -18,7 +18,7 @@ def add_vireid_config(cfg):
     _C.SEED = 0  # seeds python/numpy/torch, the samplers and the gallery trials; < 0 draws one at random
 
     # ---------------------------------------------------------------- datasets
-    _C.DATASETS.ROOT = "datasets"  # folder holding SYSU-MM01/ and RegDB/ (env FASTREID_DATASETS wins if set)
+    _C.DATASETS.ROOT = "datasets"  # folder holding SYSU-MM01/ and RegDB/ (or one dataset folder itself)
     _C.DATASETS.SYSU = CN()
     _C.DATASETS.SYSU.MODES = ("all", "indoor")  # search modes evaluated on SYSU-MM01
     _C.DATASETS.SYSU.NUM_TRIALS = 10  # random single-shot gallery draws (official seeds 0..N-1)
@@ -30,6 +30,7 @@ def add_vireid_config(cfg):
     # ---------------------------------------------------------------- data loading
     _C.DATALOADER.SAMPLER_TRAIN = "DualModalitySampler"  # any name in vireid SAMPLER_REGISTRY
     _C.DATALOADER.NUM_INSTANCE = 4  # K: instances per identity *per modality* in a batch
+    _C.DATALOADER.DUAL_PAIRING = "auto"  # DualModalitySampler: "shared", "independent" or "auto" labels
     _C.DATALOADER.ITERS_PER_EPOCH = 0  # iterations per epoch; 0 = len(train set) // IMS_PER_BATCH
     _C.DATALOADER.NUM_WORKERS = 2
 
@@ -53,4 +54,4 @@ def add_vireid_config(cfg):
 
     # ---------------------------------------------------------------- evaluation
     _C.TEST.SELECT_ON_TEST = False  # let model_best.pth be chosen by the test-set metric (off: never)
-    _C.TEST.METRIC_KEY = "all/mAP"  # result key copied into "metric" for fast-reid's best-model logic
+    _C.TEST.EVAL_AT_START = False  # also evaluate the initial model before the first epoch

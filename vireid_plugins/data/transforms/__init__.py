@@ -1,1 +1,5 @@
-"""(registration imports are added as modules land)"""
+"""Transforms: fast-reid's ReID augmentations plus channel augmentation, per modality."""
+from .build import ToFloatTensor, build_vireid_transforms
+from .channel_aug import ChannelAdapGray, ChannelExchange, ChannelRandomErasing, luminance
+
+__all__ = [k for k in globals() if not k.startswith("_")]

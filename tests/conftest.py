@@ -1,0 +1,75 @@
+"""Shared fixtures: small hand-made SYSU-MM01 and RegDB folders in the official layouts."""
+import os
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import vireid_plugins  # noqa: E402,F401  (compat shims before fastreid is imported by any test)
+
+SYSU_TRAIN_IDS, SYSU_VAL_IDS, SYSU_TEST_IDS = [1, 2, 4], [5], [7, 8, 10]
+# files per (pid, cam); 0 or missing = no folder
+SYSU_COUNTS = {
+    (1, 1): 2, (1, 3): 2, (2, 2): 1, (2, 6): 3, (4, 4): 2, (4, 3): 1, (5, 5): 2, (5, 6): 1,
+    (7, 1): 3, (7, 2): 2, (7, 4): 2, (7, 3): 2, (8, 2): 4, (8, 5): 1, (8, 6): 2,
+    (10, 1): 1, (10, 5): 3, (10, 3): 1, (10, 6): 1,
+}
+
+
+def write_image(path, size=(16, 8), mode="RGB", value=0):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    rng = np.random.default_rng(value)
+    shape = (size[0], size[1], 3) if mode == "RGB" else size
+    Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8), mode).save(path)
+
+
+@pytest.fixture
+def sysu_root(tmp_path):
+    """``tmp/SYSU-MM01`` with ids/cameras of :data:`SYSU_COUNTS`; returns ``tmp``."""
+    root = tmp_path / "SYSU-MM01"
+    for cam in range(1, 7):
+        (root / f"cam{cam}").mkdir(parents=True)
+    for (pid, cam), count in SYSU_COUNTS.items():
+        for i in range(count):
+            mode = "L" if cam in (3, 6) else "RGB"
+            write_image(str(root / f"cam{cam}" / f"{pid:04d}" / f"{i + 1:04d}.jpg"), mode=mode, value=pid * 100 + i)
+    (root / "exp").mkdir()
+    for name, ids in (("train_id", SYSU_TRAIN_IDS), ("val_id", SYSU_VAL_IDS), ("test_id", SYSU_TEST_IDS)):
+        (root / "exp" / f"{name}.txt").write_text(",".join(map(str, ids)) + "\n")
+    return tmp_path
+
+
+REGDB_IDS = list(range(1, 7))  # 6 ids, 2 images per modality
+
+
+@pytest.fixture
+def regdb_root(tmp_path):
+    """``tmp/RegDB`` with trials 1 and 2 (3 train / 3 test ids each); returns ``tmp``."""
+    root = tmp_path / "RegDB"
+    for pid in REGDB_IDS:
+        for i in range(2):
+            write_image(str(root / "Visible" / str(pid) / f"p_v_{pid}_{i}.bmp"), value=pid * 10 + i)
+            write_image(str(root / "Thermal" / str(pid) / f"p_t_{pid}_{i}.bmp"), mode="L", value=pid * 10 + i)
+    (root / "idx").mkdir()
+    for trial, (train, test) in {1: ([1, 2, 3], [4, 5, 6]), 2: ([4, 5, 6], [1, 2, 3])}.items():
+        for split, ids in (("train", train), ("test", test)):
+            for modality, folder, tag in (("visible", "Visible", "v"), ("thermal", "Thermal", "t")):
+                lines = [f"{folder}/{pid}/p_{tag}_{pid}_{i}.bmp {label}" for label, pid in enumerate(ids)
+                         for i in range(2)]
+                (root / "idx" / f"{split}_{modality}_{trial}.txt").write_text("\n".join(lines) + "\n")
+    return tmp_path
+
+
+@pytest.fixture
+def cfg():
+    from fastreid.config import get_cfg
+
+    from vireid_plugins import add_vireid_config
+
+    c = get_cfg()
+    add_vireid_config(c)
+    return c

@@ -1,0 +1,40 @@
+"""Set-up helpers shared by ``tools/*.py``: argument parser, config set-up and seeding."""
+import random
+
+import numpy as np
+import torch
+from fastreid.config import get_cfg
+from fastreid.engine import default_argument_parser, default_setup
+from fastreid.utils import comm
+
+from ..config import add_vireid_config
+
+__all__ = ["vireid_argument_parser", "default_vireid_setup", "seed_everything"]
+
+
+def vireid_argument_parser():
+    """fast-reid's parser: ``--config-file``, ``--resume``, ``--eval-only``, ``--num-gpus``, ``KEY VALUE`` opts."""
+    return default_argument_parser()
+
+
+def seed_everything(seed: int, rank: int = 0):
+    """Seed python, numpy and torch (per rank) from ``cfg.SEED``; a negative seed leaves them random."""
+    if seed < 0:
+        return
+    seed = int(seed) + rank
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def default_vireid_setup(args):
+    """Config (fast-reid defaults + vireid keys + file + opts), logging, output dir, then seeding."""
+    cfg = get_cfg()
+    add_vireid_config(cfg)
+    if args.config_file:
+        cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    default_setup(cfg, args)  # logging, config dump; it also seeds at random, which seed_everything overrides
+    seed_everything(cfg.SEED, comm.get_rank())
+    return cfg

@@ -1,0 +1,63 @@
+"""Feature extraction through fast-reid's ``inference_on_dataset``.
+
+:class:`FeatureCollector` is a fast-reid ``DatasetEvaluator`` that keeps the model outputs with each item's
+``index`` and returns them, gathered over ranks, in dataset order and L2-normalised. Flip test is done by
+``inference_on_dataset`` (our meta-architectures normalise images out of place, so the flipped view is
+correct) and features are averaged over the two views before normalisation, as the reference code does.
+"""
+import logging
+
+import torch
+import torch.nn.functional as F
+from fastreid.evaluation.evaluator import DatasetEvaluator, inference_on_dataset
+from fastreid.utils import comm
+
+__all__ = ["FeatureCollector", "extract_features"]
+
+logger = logging.getLogger("fastreid.vireid.features")
+
+
+class FeatureCollector(DatasetEvaluator):
+    """Collect ``(index, feature)`` pairs; :meth:`features` returns an ``N x D`` float32 CPU tensor.
+
+    Args:
+        num_items: N, the dataset length (checked after gathering).
+        all_ranks: gather to every rank (``all_gather``) rather than to the main process only.
+    """
+
+    def __init__(self, num_items: int, all_ranks: bool = False):
+        self.num_items, self.all_ranks = num_items, all_ranks
+        self.reset()
+
+    def reset(self):
+        self._indices, self._feats = [], []
+
+    def process(self, inputs, outputs):
+        self._indices.append(inputs["index"].cpu())
+        self._feats.append(outputs.detach().float().cpu())
+
+    def features(self):
+        """``N x D`` L2-normalised features in dataset order (``None`` on non-main ranks unless all_ranks)."""
+        local = (torch.cat(self._indices), torch.cat(self._feats))
+        if comm.get_world_size() > 1:
+            parts = comm.all_gather(local) if self.all_ranks else comm.gather(local)
+            if not parts:
+                return None
+            local = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+        indices, feats = local
+        out = feats.new_empty(self.num_items, feats.shape[1])
+        out[indices] = feats
+        if torch.unique(indices).numel() != self.num_items:
+            raise RuntimeError(f"FeatureCollector: got features for {torch.unique(indices).numel()} of "
+                               f"{self.num_items} items")
+        return F.normalize(out, dim=1)
+
+    def evaluate(self):
+        return None
+
+
+def extract_features(model, loader, flip: bool = True, all_ranks: bool = True) -> torch.Tensor:
+    """``N x D`` L2-normalised (flip-averaged) features of ``loader.dataset`` in order."""
+    collector = FeatureCollector(len(loader.dataset), all_ranks=all_ranks)
+    inference_on_dataset(model, loader, collector, flip_test=flip)
+    return collector.features()
