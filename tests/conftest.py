@@ -73,3 +73,20 @@ def cfg():
     c = get_cfg()
     add_vireid_config(c)
     return c
+
+
+@pytest.fixture(scope="session")
+def tiny_sysu(tmp_path_factory):
+    """The ``tiny`` synthetic SYSU-MM01 set (generated once per session); returns its DATASETS.ROOT."""
+    from vireid_plugins.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("tiny_sysu")
+    generate("sysu", root / "SYSU-MM01", preset="tiny", seed=0, workers=1)
+    return root
+
+
+TINY_OPTS = [
+    "INPUT.SIZE_TRAIN", "[64,32]", "INPUT.SIZE_TEST", "[64,32]", "SOLVER.IMS_PER_BATCH", "16",
+    "DATALOADER.NUM_INSTANCE", "2", "DATALOADER.NUM_WORKERS", "0", "DATALOADER.ITERS_PER_EPOCH", "2",
+    "SOLVER.WARMUP_ITERS", "0", "DATASETS.SYSU.NUM_TRIALS", "2", "TEST.EVAL_AT_START", "False",
+]

@@ -79,8 +79,10 @@ def test_bad_arguments_are_explained():
     labels, modalities = make_items(num_ids=2)
     with pytest.raises(ValueError, match="multiple of 2 x NUM_INSTANCE"):
         DualModalitySampler(labels, modalities, 10, 4)
-    with pytest.raises(ValueError, match="only 2 usable labels"):
-        DualModalitySampler(labels, modalities, 24, 4)
+    few = take(DualModalitySampler(labels, modalities, 24, 4), 24)  # 2 labels for P = 3: labels repeat
+    assert Counter(modalities[i] for i in few) == {0: 12, 1: 12} and len({labels[i] for i in few}) == 2
+    with pytest.raises(ValueError, match="no usable label"):
+        DualModalitySampler([-1] * len(labels), modalities, 8, 4)
     with pytest.raises(ValueError, match="pairing"):
         DualModalitySampler(labels, modalities, 8, 4, pairing="mixed")
 

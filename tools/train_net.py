@@ -10,7 +10,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import vireid_plugins  # noqa: E402,F401  (compat shims + registration, before any fastreid import)
-from fastreid.engine import launch  # noqa: E402
+from vireid_plugins.engine.launch import launch  # noqa: E402
 from fastreid.utils.checkpoint import Checkpointer  # noqa: E402
 
 from vireid_plugins.engine import VIReIDTrainer, default_vireid_setup, vireid_argument_parser  # noqa: E402
@@ -19,6 +19,8 @@ from vireid_plugins.engine import VIReIDTrainer, default_vireid_setup, vireid_ar
 def main(args):
     cfg = default_vireid_setup(args)
     if args.eval_only:
+        if not cfg.MODEL.WEIGHTS:
+            raise SystemExit("--eval-only needs the weights to evaluate: add MODEL.WEIGHTS path/to/model.pth")
         cfg.defrost()
         cfg.MODEL.BACKBONE.PRETRAIN = False
         model = VIReIDTrainer.build_model(cfg)

@@ -52,6 +52,28 @@ def add_vireid_config(cfg):
     _C.MODEL.BACKBONE.NL_LAYERS = [0, 2, 3, 0]  # AGW: non-local blocks after the last n blocks of each stage
     _C.MODEL.BACKBONE.PRETRAIN_STRICT = False  # raise if PRETRAIN_PATH misses backbone weights
 
+    # unsupervised criteria (modeling/losses/build.py); used by META_ARCHITECTURE "UnsupervisedVIReID"
+    _C.MODEL.CRITERION = CN()
+    _C.MODEL.CRITERION.NAME = "DualClusterMemoryLoss"  # any name in CRITERION_REGISTRY
+    _C.MODEL.CRITERION.CA_VIEW = True  # also feed a channel-exchanged copy of the visible images (DCL/ADCA)
+    _C.MODEL.CRITERION.CLASSIFIER_INIT_SCALE = 1.0  # ModalityClassifierLoss: new weights = scale x centroids
+    _C.MODEL.CRITERION.MEMORY = CN()
+    _C.MODEL.CRITERION.MEMORY.TEMPERATURE = 0.05  # tau of the memory logits
+    _C.MODEL.CRITERION.MEMORY.MOMENTUM = 0.1  # m in M <- m M + (1 - m) f (ADCA 0.1, PGM 0.2)
+    _C.MODEL.CRITERION.MEMORY.UPDATE = "sequential"  # "sequential" (per sample), "mean" or "hard"
+
+    # ---------------------------------------------------------------- pseudo-labels (engine/pseudo_labels.py)
+    _C.PSEUDO = CN({"ENABLED": False})  # re-cluster each modality and rebuild memories/loader every PERIOD epochs
+    _C.PSEUDO.PERIOD = 1  # epochs between two clusterings
+    _C.PSEUDO.K1 = 30  # k-reciprocal neighbours of the Jaccard distance
+    _C.PSEUDO.K2 = 6  # query-expansion neighbours of the Jaccard distance
+    _C.PSEUDO.EPS = [0.6, 0.6]  # DBSCAN eps for [visible, infrared] (SYSU 0.6; RegDB 0.3)
+    _C.PSEUDO.MIN_SAMPLES = 4  # DBSCAN min_samples
+    _C.PSEUDO.OUTLIERS = "drop"  # "drop": -1 never sampled; "singleton": each outlier its own cluster
+    _C.PSEUDO.FLIP = True  # flip-average the features used for clustering
+    _C.PSEUDO.CHUNK_SIZE = 4096  # rows per chunk of the k-NN / Jaccard computation
+    _C.PSEUDO.DIAGNOSTICS = True  # log cluster quality against the true pids when the data has them
+
     # ---------------------------------------------------------------- evaluation
     _C.TEST.SELECT_ON_TEST = False  # let model_best.pth be chosen by the test-set metric (off: never)
     _C.TEST.EVAL_AT_START = False  # also evaluate the initial model before the first epoch

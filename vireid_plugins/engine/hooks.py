@@ -2,8 +2,12 @@
 import logging
 
 from fastreid.engine import hooks
+from fastreid.engine.train_loop import HookBase
+from fastreid.utils import comm
 
-__all__ = ["TestSafeEvalHook", "SelectionAwareCheckpointer"]
+from .defaults import seed_everything
+
+__all__ = ["TestSafeEvalHook", "SelectionAwareCheckpointer", "EpochLoaderHook"]
 
 logger = logging.getLogger("fastreid.vireid.hooks")
 
@@ -46,3 +50,18 @@ class SelectionAwareCheckpointer(hooks.PeriodicCheckpointer):
         if not self.select_on_test:
             kwargs["metric"] = -1
         super().step(epoch, **kwargs)
+
+
+class EpochLoaderHook(HookBase):
+    """Before every epoch: reseed python/numpy/torch from ``(SEED, epoch)`` and rebuild the train loader on
+    the trainer's current ``train_labels`` (pseudo-labels; ``None`` = the dataset's pids), with the sampler
+    seeded by ``(SEED, epoch)``. An epoch's batches and augmentations therefore depend only on the seed, the
+    epoch and the labels, so ``--resume`` continues exactly where an uninterrupted run would be (on CPU)."""
+
+    def __init__(self, build_loader):
+        self.build_loader = build_loader
+
+    def before_epoch(self):
+        trainer = self.trainer
+        seed_everything(trainer.cfg.SEED + 7919 * trainer.epoch if trainer.cfg.SEED >= 0 else -1, comm.get_rank())
+        trainer.set_train_loader(self.build_loader(trainer.train_labels, trainer.epoch))

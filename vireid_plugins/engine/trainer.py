@@ -3,13 +3,16 @@
 :class:`VIReIDTrainer` is a ``DefaultTrainer`` whose parts come from this package:
 
 * the train loader is :func:`~vireid_plugins.data.build_vireid_train_loader` (per-modality transforms,
-  ``DATALOADER.SAMPLER_TRAIN``, seeded by ``SEED``), and ``DATALOADER.ITERS_PER_EPOCH`` sets the epoch
+  ``DATALOADER.SAMPLER_TRAIN``), rebuilt before every epoch on the current labels and reseeded from
+  ``(SEED, epoch)`` (:class:`~.hooks.EpochLoaderHook`), and ``DATALOADER.ITERS_PER_EPOCH`` sets the epoch
   length (fast-reid fixes it to ``len(train set) // IMS_PER_BATCH``);
+* with ``PSEUDO.ENABLED`` the labels are per-modality pseudo-labels from :class:`~.pseudo_labels.PseudoLabelHook`
+  (the true pids are never used for training);
 * the optimizer is built with ``contiguous=False``: fast-reid's ``ContiguousParams`` never updates a weight
   on torch >= 2 (fastreid-notes §0);
 * evaluators are the cross-modality protocols of the test datasets, printed as SYSU/RegDB tables;
 * ``model_best.pth`` is chosen by the test metric only when ``TEST.SELECT_ON_TEST`` is set;
-* :meth:`set_train_loader` swaps the train loader (pseudo-labels that change every epoch).
+* checkpoints load tensors whose size follows the cluster count (:class:`~.checkpoint.VIReIDCheckpointer`).
 """
 import logging
 from collections import OrderedDict
@@ -19,12 +22,13 @@ from fastreid.engine.train_loop import AMPTrainer, SimpleTrainer, TrainerBase
 from fastreid.evaluation import inference_on_dataset
 from fastreid.solver import build_optimizer
 from fastreid.utils import comm
-from fastreid.utils.checkpoint import Checkpointer
 from torch.nn.parallel import DistributedDataParallel
 
-from ..data import build_vireid_train_loader
+from ..data import build_vireid_train_loader, train_items
 from ..evaluation import build_vireid_evaluator, format_results_table
-from .hooks import SelectionAwareCheckpointer, TestSafeEvalHook
+from .checkpoint import VIReIDCheckpointer
+from .hooks import EpochLoaderHook, SelectionAwareCheckpointer, TestSafeEvalHook
+from .pseudo_labels import PseudoLabelHook
 
 __all__ = ["VIReIDTrainer"]
 
@@ -34,7 +38,10 @@ logger = logging.getLogger("fastreid.vireid.trainer")
 class VIReIDTrainer(DefaultTrainer):
     def __init__(self, cfg):  # same order of construction as DefaultTrainer.__init__
         TrainerBase.__init__(self)
-        data_loader = self.build_train_loader(cfg)
+        self.cfg = cfg
+        self.items = train_items(cfg)
+        self.train_labels = None  # per-item training labels; None = the dataset's pids
+        data_loader = self.build_epoch_loader(None, 0)
         cfg = self.auto_scale_hyperparams(cfg, data_loader.dataset.num_classes)
         model = self.build_model(cfg)
         optimizer, param_wrapper = self.build_optimizer(cfg, model)
@@ -45,14 +52,14 @@ class VIReIDTrainer(DefaultTrainer):
         self._trainer = trainer_cls(model, data_loader, optimizer, param_wrapper)
         self.iters_per_epoch = self.epoch_length(cfg, data_loader)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer, self.iters_per_epoch)
-        self.checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process(),
+        self.checkpointer = VIReIDCheckpointer(model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process(),
                                          optimizer=optimizer, **self.scheduler)
         self.start_epoch = 0
         self.max_epoch = cfg.SOLVER.MAX_EPOCH
         self.max_iter = self.max_epoch * self.iters_per_epoch
         self.warmup_iters = cfg.SOLVER.WARMUP_ITERS
         self.delay_epochs = cfg.SOLVER.DELAY_EPOCHS
-        self.cfg = cfg
+        self.cfg = cfg  # with HEADS.NUM_CLASSES filled in
         self.register_hooks(self.build_hooks())
 
     @staticmethod
@@ -76,6 +83,13 @@ class VIReIDTrainer(DefaultTrainer):
     def build_train_loader(cls, cfg):
         return build_vireid_train_loader(cfg)
 
+    def build_epoch_loader(self, labels, epoch: int):
+        """Train loader over all training items for one epoch. Before the first pseudo-labels exist (``labels``
+        is None under ``PSEUDO.ENABLED``) it is a placeholder that no step draws from."""
+        if self.cfg.PSEUDO.ENABLED and labels is None:
+            return build_vireid_train_loader(self.cfg, self.items, [-1] * len(self.items), epoch, "RandomSampler")
+        return build_vireid_train_loader(self.cfg, self.items, labels, epoch)
+
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_dir=None):
         return build_vireid_evaluator(cfg, dataset_name)
@@ -91,6 +105,14 @@ class VIReIDTrainer(DefaultTrainer):
     def build_hooks(self):
         ret = []
         for hook in super().build_hooks():
+            if isinstance(hook, hooks.LRScheduler):
+                ret.append(hook)
+                if self.cfg.PSEUDO.ENABLED:
+                    self.pseudo_label_hook = PseudoLabelHook(self.cfg, self.items)
+                    self.checkpointer.checkpointables["pseudo_labels"] = self.pseudo_label_hook
+                    ret.append(self.pseudo_label_hook)
+                ret.append(EpochLoaderHook(self.build_epoch_loader))
+                continue
             if isinstance(hook, hooks.EvalHook):
                 hook = TestSafeEvalHook(self.cfg.TEST.EVAL_PERIOD, hook._func, self.cfg.TEST.EVAL_AT_START)
             elif isinstance(hook, hooks.PeriodicCheckpointer):
@@ -100,11 +122,6 @@ class VIReIDTrainer(DefaultTrainer):
         return ret
 
     # ---------------------------------------------------------------- loop
-    def resume_or_load(self, resume=True):
-        super().resume_or_load(resume=resume)
-        if self.start_epoch > 0:  # continue the sampler stream of the resumed epoch, not epoch 0's
-            self.set_train_loader(build_vireid_train_loader(self.cfg, epoch=self.start_epoch))
-
     def train(self):
         TrainerBase.train(self, self.start_epoch, self.max_epoch, self.iters_per_epoch)
         return getattr(self, "_last_eval_results", None)

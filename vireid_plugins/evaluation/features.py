@@ -9,6 +9,7 @@ import logging
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 from fastreid.evaluation.evaluator import DatasetEvaluator, inference_on_dataset
 from fastreid.utils import comm
 
@@ -56,8 +57,23 @@ class FeatureCollector(DatasetEvaluator):
         return None
 
 
-def extract_features(model, loader, flip: bool = True, all_ranks: bool = True) -> torch.Tensor:
-    """``N x D`` L2-normalised (flip-averaged) features of ``loader.dataset`` in order."""
+class _ProgressLoader:
+    """A loader seen through a tqdm progress bar (main process only)."""
+
+    def __init__(self, loader, desc: str):
+        self.loader, self.desc, self.dataset = loader, desc, loader.dataset
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        return iter(tqdm(self.loader, desc=self.desc, total=len(self.loader), leave=False,
+                         disable=not comm.is_main_process()))
+
+
+def extract_features(model, loader, flip: bool = True, all_ranks: bool = True, desc: str = "") -> torch.Tensor:
+    """``N x D`` L2-normalised (flip-averaged) features of ``loader.dataset`` in order, with a progress bar
+    named ``desc`` when given."""
     collector = FeatureCollector(len(loader.dataset), all_ranks=all_ranks)
-    inference_on_dataset(model, loader, collector, flip_test=flip)
+    inference_on_dataset(model, _ProgressLoader(loader, desc) if desc else loader, collector, flip_test=flip)
     return collector.features()

@@ -1,2 +1,2 @@
-"""Backbones and meta-architectures (imports register them in fast-reid's registries)."""
-from . import backbones, meta_arch  # noqa: F401  (registration)
+"""Backbones, heads, losses and meta-architectures (imports register them in the registries)."""
+from . import backbones, heads, losses, meta_arch  # noqa: F401  (registration)

@@ -1,8 +1,8 @@
 """Registry of training samplers.
 
 Call contract: registered classes are ``torch`` samplers with a classmethod
-``from_config(cfg, dataset, epoch) -> sampler``; ``build_train_sampler(cfg, dataset, epoch)`` looks up
-``cfg.DATALOADER.SAMPLER_TRAIN`` and returns an *infinite* index sampler sharded by rank like fast-reid's own samplers (each rank iterates its own indices of
+``from_config(cfg, dataset, epoch) -> sampler``; ``build_train_sampler(cfg, dataset, epoch, name=None)`` looks
+up ``name`` or ``cfg.DATALOADER.SAMPLER_TRAIN`` and returns an *infinite* index sampler sharded by rank like fast-reid's own samplers (each rank iterates its own indices of
 every global batch). ``dataset`` is a :class:`vireid_plugins.data.common.VIReIDDataset`, whose
 ``targets`` (current labels or pseudo-labels, ``-1`` = unused) and ``modalities`` the sampler reads.
 """
@@ -23,8 +23,8 @@ def sampler_seed(cfg, epoch: int = 0) -> int:
     return comm.shared_random_seed()
 
 
-def build_train_sampler(cfg, dataset, epoch: int = 0):
-    name = cfg.DATALOADER.SAMPLER_TRAIN
+def build_train_sampler(cfg, dataset, epoch: int = 0, name=None):
+    name = name or cfg.DATALOADER.SAMPLER_TRAIN
     if name not in SAMPLER_REGISTRY._obj_map:
         raise KeyError(f"DATALOADER.SAMPLER_TRAIN: unknown sampler {name!r}; registered: "
                        f"{sorted(SAMPLER_REGISTRY._obj_map)}")

@@ -14,10 +14,12 @@ Two pairings:
 
 Each identity gets K instances without replacement when it has at least K, with replacement otherwise.
 Labels are visited in a fresh random order each round; the last incomplete group of a round is dropped.
+When a modality has fewer labels than a global batch needs (early, collapsed clusterings), labels repeat.
 Sharding follows fast-reid: the global index stream is reordered (``reorder_index``) so that rank ``r``'s
 ``islice(start=r, step=world_size)`` yields whole identities.
 """
 import itertools
+import logging
 from collections import defaultdict
 from typing import Dict, List, Sequence
 
@@ -32,6 +34,8 @@ from .build import SAMPLER_REGISTRY, sampler_seed
 __all__ = ["DualModalitySampler"]
 
 PAIRINGS = ("auto", "shared", "independent")
+
+logger = logging.getLogger("fastreid.vireid.sampler")
 
 
 @SAMPLER_REGISTRY.register()
@@ -68,10 +72,12 @@ class DualModalitySampler(Sampler):
         self.pools = {m: shared if pairing == "shared" else sorted(self.index_by_label[m])
                       for m in (VISIBLE, INFRARED)}
         for m, pool in self.pools.items():
+            if not len(pool):
+                raise ValueError(f"DualModalitySampler ({pairing}): no usable label in modality {m}")
             if len(pool) < self.num_labels_per_batch * self._world_size:
-                raise ValueError(
-                    f"DualModalitySampler ({pairing}): only {len(pool)} usable labels in modality {m}, but a "
-                    f"batch needs P x world_size = {self.num_labels_per_batch} x {self._world_size}")
+                logger.warning(f"DualModalitySampler ({pairing}): only {len(pool)} labels in modality {m} for "
+                               f"P x world_size = {self.num_labels_per_batch} x {self._world_size}: labels repeat "
+                               "within a batch")
 
     @classmethod
     def from_config(cls, cfg, dataset, epoch=0):
@@ -97,11 +103,19 @@ class DualModalitySampler(Sampler):
         replace = len(pool) < self.num_instances
         return rng.choice(pool, size=self.num_instances, replace=replace).tolist()
 
+    def _permutation(self, rng, pool, minimum):
+        """A random order of ``pool``, repeated (fresh permutations) until it holds ``minimum`` labels."""
+        order = rng.permutation(pool)
+        while len(order) < minimum:
+            order = np.concatenate([order, rng.permutation(pool)])
+        return order
+
     def _label_orders(self, rng):
         """Random label order per modality for one round, cut to whole global batches."""
         group = self.num_labels_per_batch * self._world_size
-        visible_order = rng.permutation(self.pools[VISIBLE])
-        infrared_order = visible_order if self.pairing == "shared" else rng.permutation(self.pools[INFRARED])
+        visible_order = self._permutation(rng, self.pools[VISIBLE], group)
+        infrared_order = (visible_order if self.pairing == "shared"
+                          else self._permutation(rng, self.pools[INFRARED], group))
         rounds = min(len(visible_order), len(infrared_order)) // group
         return visible_order[:rounds * group], infrared_order[:rounds * group], group
 

@@ -13,7 +13,8 @@ import math
 
 import torch
 
-__all__ = ["ChannelExchange", "ChannelAdapGray", "ChannelRandomErasing", "luminance"]
+__all__ = ["ChannelExchange", "ChannelAdapGray", "ChannelRandomErasing", "channel_exchange_batch", "luminance",
+           "luminance_batch"]
 
 _LUMA = (0.2989, 0.587, 0.114)
 
@@ -102,3 +103,20 @@ class ChannelRandomErasing:
 
     def __repr__(self):
         return f"{type(self).__name__}(prob={self.prob}, area={self.area}, min_aspect={self.min_aspect})"
+
+
+def channel_exchange_batch(images: torch.Tensor, gray: int = 2) -> torch.Tensor:
+    """Batched :class:`ChannelExchange`: ``B x 3 x H x W`` -> a new tensor where each image is replaced by
+    one of its channels (uniform over R, G, B, and the luminance grey when ``gray == 3``), drawn per image."""
+    if gray not in (2, 3):
+        raise ValueError(f"channel_exchange_batch: gray must be 2 or 3, got {gray}")
+    choices = torch.cat([images, luminance_batch(images)], dim=1) if gray == 3 else images
+    idx = torch.randint(gray + 1, (images.shape[0],), device=images.device)
+    picked = choices[torch.arange(images.shape[0], device=images.device), idx]
+    return picked.unsqueeze(1).expand_as(images).clone()
+
+
+def luminance_batch(images: torch.Tensor) -> torch.Tensor:
+    """``B x 1 x H x W`` ITU-R 601 grey of ``B x 3 x H x W`` images."""
+    weights = images.new_tensor(_LUMA).view(1, 3, 1, 1)
+    return (images * weights).sum(1, keepdim=True)

@@ -1,1 +1,6 @@
-"""(registration imports are added as modules land)"""
+"""Loss modules and pure loss functions (tensors in, tensors out); criteria are registered on import."""
+from .build import CRITERION_REGISTRY, build_criterion
+from .cluster_memory import ClusterMemory, soft_cross_entropy
+from .criteria import DualClusterMemoryLoss, ModalityClassifierLoss, ResizableLinear, split_by_modality
+
+__all__ = [k for k in globals() if not k.startswith("_")]

@@ -1,4 +1,5 @@
 """Meta-architectures (registered in fast-reid's ``META_ARCH_REGISTRY``)."""
+from .unsupervised import UnsupervisedVIReID
 from .vireid_baseline import VIReIDBaseline
 
-__all__ = ["VIReIDBaseline"]
+__all__ = ["VIReIDBaseline", "UnsupervisedVIReID"]

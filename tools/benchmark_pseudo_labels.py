@@ -1,0 +1,223 @@
+"""Benchmark the per-epoch pseudo-labelling step: k-reciprocal Jaccard distance + DBSCAN, per modality.
+
+Two paths on the same seeded synthetic SYSU-like features (L2-normalised, 2048-d):
+
+* ``ours``:  ``jaccard_distance`` (sparse, O(N·k) memory) -> ``vireid_plugins.association.dbscan.dbscan``.
+* ``dense``: ``jaccard_distance_dense`` (the dense N x N reference) -> scikit-learn
+  ``DBSCAN(eps, min_samples, metric="precomputed", n_jobs=-1)`` on the dense matrix.
+
+Each (modality, path) runs in its own subprocess, so the reported peak RSS (``ru_maxrss``) is that path's own
+peak, baseline included (the interpreter, torch and the features; the baseline after loading is printed too).
+The parent prints seconds per stage and in total, peak memory, the cluster / outlier counts and the adjusted
+Rand index between the two label sets (and of each against the synthetic identities).
+
+Usage (from the repository root)::
+
+    python tools/benchmark_pseudo_labels.py --scale small
+    python tools/benchmark_pseudo_labels.py --scale sysu            # 22,258 visible + 11,909 infrared
+    python tools/benchmark_pseudo_labels.py --scale sysu --skip-dense
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import vireid_plugins  # noqa: E402,F401  (fast-reid compat shims, imported first)
+
+SCALES = {"sysu": {"visible": 22258, "infrared": 11909}, "small": {"visible": 3000, "infrared": 1500}}
+CAMERAS = {"visible": 4, "infrared": 2}
+NUM_IDS = {"sysu": 395, "small": 60}
+FEAT_DIM = 2048
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scale", choices=sorted(SCALES), default="small")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="device of our path")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-dense", action="store_true", help="run our path only")
+    parser.add_argument("--k1", type=int, default=30)
+    parser.add_argument("--k2", type=int, default=6)
+    parser.add_argument("--eps", type=float, default=0.6)
+    parser.add_argument("--min-samples", type=int, default=4)
+    parser.add_argument("--modalities", nargs="+", choices=["visible", "infrared"], default=["visible", "infrared"])
+    # internal: run one path in this process
+    parser.add_argument("--worker", choices=["ours", "dense"], help=argparse.SUPPRESS)
+    parser.add_argument("--features", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--labels-out", type=Path, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Synthetic features
+# ----------------------------------------------------------------------------------------------------------------
+def synthetic_features(seed: int, scale: str, dim: int = FEAT_DIM) -> dict:
+    """Seeded SYSU-like training features of both modalities.
+
+    Identity prototypes come in groups of ~5 look-alike identities (cosine ~0.4 within a group). Every
+    (identity, camera) pair has its own offset; samples add isotropic noise whose level varies per sample, with
+    5% hard samples (three times the noise) that tend to become DBSCAN outliers. Identity sizes are log-normal
+    (heavy-tailed, from 2 upwards), and each modality has its own offset, so the two modalities are clustered
+    independently as in ADCA / PGM.
+
+    Returns:
+        ``{modality: (features (N, dim) float32 L2-normalised, identities (N,) int64)}``.
+    """
+    rng = np.random.default_rng(seed)
+    num_ids = NUM_IDS[scale]
+    num_groups = max(1, num_ids // 5)
+
+    def gauss(*shape, scale=1.0):
+        return np.float32(scale / np.sqrt(dim)) * rng.standard_normal(shape, dtype=np.float32)
+
+    groups = gauss(num_groups, dim, scale=np.sqrt(dim))  # unit-ish group centres
+    groups /= np.linalg.norm(groups, axis=1, keepdims=True)
+    prototypes = groups[rng.integers(0, num_groups, num_ids)] + gauss(num_ids, dim, scale=1.2)
+    out = {}
+    for modality, total in SCALES[scale].items():
+        weights = rng.lognormal(0.0, 0.6, num_ids)
+        sizes = 2 + rng.multinomial(total - 2 * num_ids, weights / weights.sum())
+        ids = np.repeat(np.arange(num_ids), sizes)
+        cams = rng.integers(0, CAMERAS[modality], ids.size)
+        modality_shift = gauss(dim, scale=0.3)
+        cam_offsets = gauss(num_ids, CAMERAS[modality], dim, scale=0.55)
+        noise_level = rng.uniform(0.75, 1.15, ids.size).astype(np.float32)
+        noise_level[rng.random(ids.size) < 0.05] *= 3.0
+        feats = prototypes[ids] + cam_offsets[ids, cams] + modality_shift
+        feats += noise_level[:, None] * gauss(ids.size, dim)
+        feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+        perm = rng.permutation(ids.size)  # no identity order in the rows
+        out[modality] = (np.ascontiguousarray(feats[perm], dtype=np.float32), ids[perm])
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Workers (one path, one modality, own process)
+# ----------------------------------------------------------------------------------------------------------------
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def run_worker(args) -> None:
+    import torch
+
+    feats = torch.from_numpy(np.load(args.features))
+    baseline = _peak_rss_mb()
+    timings = {}
+    start = time.perf_counter()
+    if args.worker == "ours":
+        from vireid_plugins.association.dbscan import dbscan
+        from vireid_plugins.association.jaccard import jaccard_distance
+
+        device = torch.device(args.device)
+        x = feats.to(device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        graph = jaccard_distance(x, k1=args.k1, k2=args.k2, timings=timings)
+        t0 = time.perf_counter()
+        labels = dbscan(graph, args.eps, args.min_samples).numpy()
+        timings["dbscan"] = time.perf_counter() - t0
+        extra = {"nnz": graph.nnz}
+    else:
+        from sklearn.cluster import DBSCAN
+
+        from vireid_plugins.association.jaccard import jaccard_distance_dense
+
+        dist = jaccard_distance_dense(feats, k1=args.k1, k2=args.k2, timings=timings).numpy()
+        t0 = time.perf_counter()
+        labels = DBSCAN(eps=args.eps, min_samples=args.min_samples, metric="precomputed",
+                        n_jobs=-1).fit_predict(dist)
+        timings["dbscan"] = time.perf_counter() - t0
+        extra = {"nnz": int((dist < 1).sum())}
+    total = time.perf_counter() - start
+    np.save(args.labels_out, labels.astype(np.int64))
+    result = {"total_s": total, "stages": timings, "peak_rss_mb": _peak_rss_mb(), "baseline_rss_mb": baseline,
+              **extra}
+    if args.worker == "ours" and args.device == "cuda":
+        result["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def launch(path: str, features: Path, labels_out: Path, args) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", path, "--features", str(features),
+           "--labels-out", str(labels_out), "--device", args.device, "--k1", str(args.k1), "--k2", str(args.k2),
+           "--eps", str(args.eps), "--min-samples", str(args.min_samples)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT))
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{path} worker failed (rc={proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    result = json.loads(lines[-1][len("RESULT "):])
+    result["labels"] = np.load(labels_out)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Report
+# ----------------------------------------------------------------------------------------------------------------
+def _describe(labels: np.ndarray) -> str:
+    clusters = len(set(labels.tolist()) - {-1})
+    return f"{clusters} clusters, {int((labels == -1).sum())} outliers"
+
+
+def _format(path: str, result: dict) -> str:
+    stages = ", ".join(f"{k} {v:.2f}" for k, v in result["stages"].items())
+    line = (f"  {path:5s}: total {result['total_s']:8.2f} s | peak RSS {result['peak_rss_mb']:8.0f} MiB "
+            f"(baseline {result['baseline_rss_mb']:.0f}) | stored pairs {result['nnz']:,} | "
+            f"{_describe(result['labels'])}\n         stages (s): {stages}")
+    if "cuda_peak_mb" in result:
+        line += f"\n         CUDA peak allocated {result['cuda_peak_mb']:.0f} MiB"
+    return line
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.worker:
+        run_worker(args)
+        return
+    from sklearn.metrics import adjusted_rand_score
+
+    t0 = time.perf_counter()
+    data = synthetic_features(args.seed, args.scale)
+    print(f"scale={args.scale} seed={args.seed} k1={args.k1} k2={args.k2} eps={args.eps} "
+          f"min_samples={args.min_samples} device(ours)={args.device} "
+          f"cpu_threads={os.cpu_count()} (features generated in {time.perf_counter() - t0:.1f} s)", flush=True)
+    summary = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for modality in args.modalities:
+            feats, ids = data[modality]
+            path = Path(tmp) / f"{modality}.npy"
+            np.save(path, feats)
+            print(f"\n[{modality}] N={feats.shape[0]:,} D={feats.shape[1]} identities={len(np.unique(ids))}",
+                  flush=True)
+            results = {}
+            for name in ["ours"] + ([] if args.skip_dense else ["dense"]):
+                results[name] = launch(name, path, Path(tmp) / f"{modality}_{name}.npy", args)
+                print(_format(name, results[name]), flush=True)
+                print(f"         ARI vs identities: {adjusted_rand_score(ids, results[name]['labels']):.4f}",
+                      flush=True)
+            if "dense" in results:
+                ours, dense = results["ours"], results["dense"]
+                ari = adjusted_rand_score(dense["labels"], ours["labels"])
+                identical = bool(np.array_equal(dense["labels"], ours["labels"]))
+                speed = dense["total_s"] / ours["total_s"]
+                memory = dense["peak_rss_mb"] / ours["peak_rss_mb"]
+                print(f"  ours vs dense: ARI {ari:.6f} (labels identical: {identical}) | "
+                      f"speed-up {speed:.2f}x | peak-memory ratio {memory:.2f}x", flush=True)
+                summary.append((modality, ari, speed, memory))
+    if summary:
+        print("\nsummary: " + "; ".join(f"{m}: ARI {a:.4f}, {s:.2f}x faster, {r:.2f}x less peak RSS"
+                                        for m, a, s, r in summary))
+
+
+if __name__ == "__main__":
+    main()
