@@ -6,7 +6,7 @@ import pytest
 from conftest import SYSU_COUNTS, SYSU_TEST_IDS, SYSU_TRAIN_IDS, SYSU_VAL_IDS
 
 from vireid_plugins.data import read_image
-from vireid_plugins.data.datasets import INFRARED, VISIBLE, DatasetLayoutError, RegDB, SYSUMM01
+from vireid_plugins.data.datasets import INFRARED, SYSUMM01, VISIBLE, DatasetLayoutError, RegDB
 
 
 def official_gallery(data_path, mode, trial, test_ids):

@@ -3,8 +3,13 @@ import torch
 from PIL import Image
 
 from vireid_plugins.data import INFRARED, VISIBLE
-from vireid_plugins.data.transforms import (ChannelAdapGray, ChannelExchange, ChannelRandomErasing,
-                                            build_vireid_transforms, luminance)
+from vireid_plugins.data.transforms import (
+    ChannelAdapGray,
+    ChannelExchange,
+    ChannelRandomErasing,
+    build_vireid_transforms,
+    luminance,
+)
 
 
 def image():

@@ -6,8 +6,9 @@ Two paths on the same seeded synthetic SYSU-like features (L2-normalised, 2048-d
 * ``dense``: ``jaccard_distance_dense`` (the dense N x N reference) -> scikit-learn
   ``DBSCAN(eps, min_samples, metric="precomputed", n_jobs=-1)`` on the dense matrix.
 
-Each (modality, path) runs in its own subprocess, so the reported peak RSS (``ru_maxrss``) is that path's own
-peak, baseline included (the interpreter, torch and the features; the baseline after loading is printed too).
+Each (modality, path) runs in its own subprocess, so the reported peak RSS (``VmHWM``, the process's resident
+high-water mark) is that path's own peak, baseline included (the interpreter, torch, ``vireid_plugins`` and the
+features; the baseline after loading them is printed too).
 The parent prints seconds per stage and in total, peak memory, the cluster / outlier counts and the adjusted
 Rand index between the two label sets (and of each against the synthetic identities).
 
@@ -51,6 +52,8 @@ def parse_args(argv=None):
     parser.add_argument("--eps", type=float, default=0.6)
     parser.add_argument("--min-samples", type=int, default=4)
     parser.add_argument("--modalities", nargs="+", choices=["visible", "infrared"], default=["visible", "infrared"])
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch intra-op threads in both workers (0: torch's default, all cores)")
     # internal: run one path in this process
     parser.add_argument("--worker", choices=["ours", "dense"], help=argparse.SUPPRESS)
     parser.add_argument("--features", type=Path, help=argparse.SUPPRESS)
@@ -65,10 +68,11 @@ def synthetic_features(seed: int, scale: str, dim: int = FEAT_DIM) -> dict:
     """Seeded SYSU-like training features of both modalities.
 
     Identity prototypes come in groups of ~5 look-alike identities (cosine ~0.4 within a group). Every
-    (identity, camera) pair has its own offset; samples add isotropic noise whose level varies per sample, with
-    5% hard samples (three times the noise) that tend to become DBSCAN outliers. Identity sizes are log-normal
-    (heavy-tailed, from 2 upwards), and each modality has its own offset, so the two modalities are clustered
-    independently as in ADCA / PGM.
+    (identity, camera) pair has its own offset (4 visible, 2 infrared cameras), so DBSCAN tends to split
+    identities by camera as it does on SYSU-MM01. Samples add isotropic noise whose level varies per sample (5%
+    with three times the noise); 6% keep only 35% of the identity signal and 4% almost none (these become
+    outliers). Identity sizes are log-normal (heavy-tailed, from 2 upwards), and each modality has its own
+    offset; the two modalities are clustered independently as in ADCA / PGM.
 
     Returns:
         ``{modality: (features (N, dim) float32 L2-normalised, identities (N,) int64)}``.
@@ -93,7 +97,11 @@ def synthetic_features(seed: int, scale: str, dim: int = FEAT_DIM) -> dict:
         cam_offsets = gauss(num_ids, CAMERAS[modality], dim, scale=0.55)
         noise_level = rng.uniform(0.75, 1.15, ids.size).astype(np.float32)
         noise_level[rng.random(ids.size) < 0.05] *= 3.0
-        feats = prototypes[ids] + cam_offsets[ids, cams] + modality_shift
+        signal = np.ones(ids.size, dtype=np.float32)
+        draw = rng.random(ids.size)
+        signal[draw < 0.10] = 0.35  # occluded / badly cropped images: weak identity signal
+        signal[draw < 0.04] = 0.05  # nearly no identity signal: should end up as DBSCAN outliers
+        feats = signal[:, None] * (prototypes[ids] + cam_offsets[ids, cams]) + modality_shift
         feats += noise_level[:, None] * gauss(ids.size, dim)
         feats /= np.linalg.norm(feats, axis=1, keepdims=True)
         perm = rng.permutation(ids.size)  # no identity order in the rows
@@ -105,12 +113,28 @@ def synthetic_features(seed: int, scale: str, dim: int = FEAT_DIM) -> dict:
 # Workers (one path, one modality, own process)
 # ----------------------------------------------------------------------------------------------------------------
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+    """Peak resident set size of this process in MiB.
+
+    ``VmHWM`` of ``/proc/self/status`` is the high-water mark of this process's own address space. ``ru_maxrss``
+    is the fallback off Linux; on Linux it is not used because it keeps the parent's high-water mark across the
+    ``fork``/``exec`` of the worker (it would report the parent's peak when that is larger).
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def run_worker(args) -> None:
     import torch
 
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
     feats = torch.from_numpy(np.load(args.features))
     baseline = _peak_rss_mb()
     timings = {}
@@ -142,7 +166,7 @@ def run_worker(args) -> None:
     total = time.perf_counter() - start
     np.save(args.labels_out, labels.astype(np.int64))
     result = {"total_s": total, "stages": timings, "peak_rss_mb": _peak_rss_mb(), "baseline_rss_mb": baseline,
-              **extra}
+              "threads": torch.get_num_threads(), "load": (load_before, os.getloadavg()[0]), **extra}
     if args.worker == "ours" and args.device == "cuda":
         result["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
     print("RESULT " + json.dumps(result), flush=True)
@@ -151,7 +175,7 @@ def run_worker(args) -> None:
 def launch(path: str, features: Path, labels_out: Path, args) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", path, "--features", str(features),
            "--labels-out", str(labels_out), "--device", args.device, "--k1", str(args.k1), "--k2", str(args.k2),
-           "--eps", str(args.eps), "--min-samples", str(args.min_samples)]
+           "--eps", str(args.eps), "--min-samples", str(args.min_samples), "--threads", str(args.threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT))
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
@@ -173,7 +197,9 @@ def _format(path: str, result: dict) -> str:
     stages = ", ".join(f"{k} {v:.2f}" for k, v in result["stages"].items())
     line = (f"  {path:5s}: total {result['total_s']:8.2f} s | peak RSS {result['peak_rss_mb']:8.0f} MiB "
             f"(baseline {result['baseline_rss_mb']:.0f}) | stored pairs {result['nnz']:,} | "
-            f"{_describe(result['labels'])}\n         stages (s): {stages}")
+            f"{_describe(result['labels'])}\n         stages (s): {stages}\n"
+            f"         torch threads {result['threads']}, 1-min load average {result['load'][0]:.1f} -> "
+            f"{result['load'][1]:.1f} (machine shared with other jobs)")
     if "cuda_peak_mb" in result:
         line += f"\n         CUDA peak allocated {result['cuda_peak_mb']:.0f} MiB"
     return line

@@ -9,11 +9,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import vireid_plugins  # noqa: E402,F401  (compat shims + registration, before any fastreid import)
-from vireid_plugins.engine.launch import launch  # noqa: E402
 from fastreid.utils.checkpoint import Checkpointer  # noqa: E402
 
+import vireid_plugins  # noqa: E402,F401  (compat shims + registration, before any fastreid import)
 from vireid_plugins.engine import VIReIDTrainer, default_vireid_setup, vireid_argument_parser  # noqa: E402
+from vireid_plugins.engine.launch import launch  # noqa: E402
 
 
 def main(args):

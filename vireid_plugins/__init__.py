@@ -8,9 +8,7 @@ from .compat import apply_fastreid_compat
 
 apply_fastreid_compat()
 
-from . import data  # noqa: E402  (registration: datasets, samplers, transforms)
-from . import modeling  # noqa: E402  (registration: backbones, meta-architectures)
-from . import evaluation  # noqa: E402  (registration: evaluators)
+from . import data, evaluation, modeling  # noqa: E402  (registration of every component)
 from .config import add_vireid_config  # noqa: E402
 
 __version__ = "0.1.0"

@@ -43,9 +43,8 @@ def _shim_import_time_breakages():
 
 def _shim_dataloaderx():
     """Make ``DataLoaderX`` behave like a plain ``DataLoader`` when CUDA is not available."""
-    from torch.utils.data import DataLoader
-
     from fastreid.data import data_utils
+    from torch.utils.data import DataLoader
 
     cls = data_utils.DataLoaderX
     cuda_init, cuda_iter, cuda_next = cls.__init__, cls.__iter__, cls.__next__

@@ -18,8 +18,9 @@ Conventions of the reference code, followed by both implementations:
   reference runs ``faiss`` ``index.search(x, k1)``). The reference slices it with ``[:, :k1 + 1]``, which
   therefore reads only the ``k1`` columns. The half-size sets use ``round(k1 / 2) + 1`` columns (numpy
   rounding, half to even). Query expansion uses the first ``k2`` columns (self included).
-* Eq. (3) is used with a strict ``>``: a candidate's half set is added when
-  ``|R(c, k1/2) ∩ R(i, k1)| > 2/3 · |R(c, k1/2)|``. The overlap is measured against the *unexpanded* set.
+* Eq. (3) is used with the reference code's strict ``>``: a candidate's half set is added when
+  ``|R(c, k1/2) ∩ R(i, k1)| > 2/3 · |R(c, k1/2)|`` (compared in float64 like numpy). The overlap is measured
+  against the *unexpanded* set ``R(i, k1)``.
 * Eq. (6) uses ``V[i, j] = softmax_j(-d(i, j))`` over the expanded set, so every row of ``V`` sums to 1.
   With rows summing to 1, ``sum max = 2 - sum min`` and Eq. (8) becomes ``1 - m / (2 - m)`` with
   ``m = sum_k min(V[i, k], V[j, k])``. Negative results are clipped to 0.
@@ -47,9 +48,13 @@ __all__ = ["jaccard_distance", "jaccard_distance_dense", "knn"]
 # Shared helpers
 # --------------------------------------------------------------------------------------------------------------
 def _normalize(features: torch.Tensor) -> torch.Tensor:
+    """Float32 L2-normalised rows; rows already of unit norm (within 1e-6) are used as they are, without a copy."""
     if features.dim() != 2:
         raise ValueError(f"features must be N x D, got shape {tuple(features.shape)}")
-    return F.normalize(features.detach().float(), dim=1)
+    x = features.detach().float()
+    if x.numel() and x.is_contiguous() and bool(((x.norm(dim=1) - 1).abs() <= 1e-6).all()):
+        return x
+    return F.normalize(x, dim=1)
 
 
 def _column_counts(n: int, k1: int, k2: int) -> tuple[int, int, int]:
@@ -75,6 +80,20 @@ def _timed(timings: dict | None, name: str, device: torch.device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+
+
+@contextmanager
+def _intra_op_threads(num_threads: int | None, device: torch.device):
+    """Temporarily set torch's intra-op thread count for CPU work (``None``: leave it)."""
+    previous = torch.get_num_threads()
+    if num_threads is None or device.type != "cpu" or num_threads == previous:
+        yield
+        return
+    torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _contains(sorted_keys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
@@ -104,14 +123,6 @@ def _topk_merge(values: torch.Tensor, indices: torch.Tensor, new_values: torch.T
 # --------------------------------------------------------------------------------------------------------------
 # k nearest neighbours
 # --------------------------------------------------------------------------------------------------------------
-def _faiss_available() -> bool:
-    try:
-        import faiss  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _merge_candidates(best_v: torch.Tensor, best_i: torch.Tensor, rows: torch.Tensor, cand_i: torch.Tensor,
                       cand_v: torch.Tensor) -> None:
     """Merge ragged candidates ``(rows, cand_i, cand_v)`` into the running top-k lists, in place."""
@@ -130,7 +141,7 @@ def _merge_candidates(best_v: torch.Tensor, best_i: torch.Tensor, rows: torch.Te
 
 
 @torch.no_grad()
-def knn(features: torch.Tensor, k: int, chunk_size: int = 2048,
+def knn(features: torch.Tensor, k: int, chunk_size: int = 1024,
         use_faiss: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact k nearest neighbours of every row of ``features`` among all rows, by cosine similarity.
 
@@ -240,26 +251,24 @@ def jaccard_distance_dense(features: torch.Tensor, k1: int = 30, k2: int = 6,
         original_dist = sim.mul_(-2.0).add_(2.0).numpy()  # in place: 2 - 2·cos
         del sim
 
-    # 2. Eq. (2) reciprocal sets, full and half size.
-    t_expand = _timed(timings, "expansion+V", cpu)
-    t_expand.__enter__()
-    nn_k1 = [_k_reciprocal_neigh(initial_rank, i, num_rank) for i in range(n)]
-    nn_k1_half = [_k_reciprocal_neigh(initial_rank, i, num_half) for i in range(n)]
+    with _timed(timings, "expansion+V", cpu):
+        # 2. Eq. (2) reciprocal sets, full and half size.
+        nn_k1 = [_k_reciprocal_neigh(initial_rank, i, num_rank) for i in range(n)]
+        nn_k1_half = [_k_reciprocal_neigh(initial_rank, i, num_half) for i in range(n)]
 
-    # 2-3. Eq. (3) expansion and Eq. (6) encoding, one row at a time.
-    V = np.zeros((n, n), dtype=np.float32)
-    for i in range(n):
-        k_reciprocal_index = nn_k1[i]
-        expansion = k_reciprocal_index
-        for candidate in k_reciprocal_index:
-            candidate_index = nn_k1_half[candidate]
-            if len(np.intersect1d(candidate_index, k_reciprocal_index)) > 2 / 3 * len(candidate_index):
-                expansion = np.append(expansion, candidate_index)
-        expansion = np.unique(expansion)
-        dist = torch.from_numpy(original_dist[i, expansion])
-        V[i, expansion] = F.softmax(-dist, dim=0).numpy()
-    del original_dist, nn_k1, nn_k1_half
-    t_expand.__exit__(None, None, None)
+        # 2-3. Eq. (3) expansion and Eq. (6) encoding, one row at a time.
+        V = np.zeros((n, n), dtype=np.float32)
+        for i in range(n):
+            k_reciprocal_index = nn_k1[i]
+            expansion = k_reciprocal_index
+            for candidate in k_reciprocal_index:
+                candidate_index = nn_k1_half[candidate]
+                if len(np.intersect1d(candidate_index, k_reciprocal_index)) > 2 / 3 * len(candidate_index):
+                    expansion = np.append(expansion, candidate_index)
+            expansion = np.unique(expansion)
+            dist = torch.from_numpy(original_dist[i, expansion])
+            V[i, expansion] = F.softmax(-dist, dim=0).numpy()
+        del original_dist, nn_k1, nn_k1_half
 
     # 4. Eq. (9) local query expansion.
     if k2 != 1:
@@ -295,18 +304,70 @@ def jaccard_distance_dense(features: torch.Tensor, k1: int = 30, k2: int = 6,
 # --------------------------------------------------------------------------------------------------------------
 # Sparse implementation
 # --------------------------------------------------------------------------------------------------------------
-def _reciprocal_mask(rank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eq. (2) on all rows at once. ``rank``: ``(N, c)`` neighbour lists.
+def _reciprocal_mask(rank: torch.Tensor) -> torch.Tensor:
+    """Eq. (2) on all rows at once: ``mask[i, a]`` iff ``i`` is among the neighbours ``rank[rank[i, a]]``.
 
-    Returns ``mask`` (``(N, c)`` bool, ``mask[i, a]`` iff ``i`` is among the neighbours of ``rank[i, a]``) and
-    the sorted keys ``i * N + j`` of the reciprocal pairs.
+    ``rank``: ``(N, c)`` neighbour lists. Reciprocity is a binary search of ``rank[i, a] · N + i`` in the sorted
+    keys ``i · N + rank[i, a]``. O(N·c) memory.
     """
     n = rank.shape[0]
     row = torch.arange(n, device=rank.device).unsqueeze(1)
     forward_keys = torch.sort((row * n + rank).flatten()).values
-    mask = _contains(forward_keys, rank * n + row)
-    recip_keys = torch.sort((row * n + rank)[mask]).values
-    return mask, recip_keys
+    return _contains(forward_keys, rank * n + row)
+
+
+def _locality_order(rank: torch.Tensor, rounds: int = 2) -> torch.Tensor:
+    """A permutation (new -> old) that puts points with shared neighbours next to each other.
+
+    Key = the smallest index within ``rounds`` hops of the kNN graph (ties broken by index). Only the memory
+    locality of the later steps depends on it, never the result: after relabelling, the rows of a chunk touch
+    few distinct columns, so the chunk buffers are small and cache-friendly.
+    """
+    n = rank.shape[0]
+    key = torch.arange(n, device=rank.device)
+    for _ in range(rounds):
+        key = key[rank].min(1).values
+    return torch.argsort(key * n + torch.arange(n, device=rank.device))
+
+
+def _add_at_(out: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``out[index] += values`` for a 1-D ``out``, with repeated indices, deterministically.
+
+    CPU: ``index_add_`` on a 1-D tensor is a serial loop (``index_put_(accumulate=True)`` is multi-threaded and
+    its float sums change from run to run). CUDA: ``index_put_(accumulate=True)`` sorts the indices and sums each
+    run in order (``index_add_`` uses atomics).
+    """
+    if out.device.type == "cpu":
+        return out.index_add_(0, index, values)
+    return out.index_put_((index,), values, accumulate=True)
+
+
+def _segment_sum(values: torch.Tensor, segment: torch.Tensor, num_segments: int) -> torch.Tensor:
+    """Deterministic per-segment sum."""
+    return _add_at_(torch.zeros(num_segments, dtype=values.dtype, device=values.device), segment, values)
+
+
+def _compress_columns(cols: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distinct values of ``cols`` (sorted, ``(U,)``) and a map ``(n,)`` from a value to its rank among them."""
+    touched = torch.zeros(n, dtype=torch.bool, device=cols.device)
+    touched[cols] = True
+    return touched.nonzero().flatten(), torch.cumsum(touched, 0) - 1
+
+
+def _accumulate_rows(local_rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, num_rows: int,
+                     n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sum ``values`` per ``(local_row, col)``; returns the distinct pairs in row-major order and their sums.
+
+    A dense ``num_rows x U`` buffer over the ``U`` distinct columns of the chunk (``U << n`` once rows are in
+    locality order), summed by :func:`_add_at_` (deterministic). Every value must be > 0 (a pair is present iff
+    its sum is nonzero).
+    """
+    col_ids, colmap = _compress_columns(cols, n)
+    width = col_ids.numel()
+    acc = torch.zeros(num_rows * width, dtype=values.dtype, device=values.device)
+    _add_at_(acc, local_rows * width + colmap[cols], values)
+    flat = acc.nonzero().flatten()
+    return flat // width, col_ids[flat % width], acc[flat]
 
 
 def _row_chunks(work: torch.Tensor, max_work: int, max_rows: int) -> list[tuple[int, int]]:
@@ -323,159 +384,165 @@ def _row_chunks(work: torch.Tensor, max_work: int, max_rows: int) -> list[tuple[
     return chunks
 
 
-def _expanded_sets(rank: torch.Tensor, num_half: int, chunk_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eq. (2)-(3) for all rows. Returns the sorted keys ``i * N + j`` of ``j in R*(i)`` and the reciprocal mask."""
+def _expanded_sets(rank: torch.Tensor, num_half: int, max_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. (2)-(3) for all rows: CSR-ordered ``(rows, cols)`` of ``j in R*(i)``.
+
+    Per chunk of ``b`` rows, a ``b x U`` bitmap marks ``R(i, k1)``; the overlap ``|R(c, k1/2) ∩ R(i, k1)|`` of
+    every candidate ``c in R(i, k1)`` is a gather of that bitmap over a ``(b, k1, k1/2 + 1)`` tensor; accepted
+    half sets are added to the bitmap, whose nonzeros are ``R*(i)`` (unique, sorted). O(b·k1²) work memory.
+    """
     n, num_rank = rank.shape
     dev = rank.device
-    recip, recip_keys = _reciprocal_mask(rank)
+    recip = _reciprocal_mask(rank)
     rank_half = rank[:, :num_half].contiguous()
-    recip_half, _ = _reciprocal_mask(rank_half)
+    recip_half = _reciprocal_mask(rank_half)
     half_len = recip_half.sum(1).double()  # |R(c, k1/2)|
 
-    keys = []
-    for r0 in range(0, n, chunk_rows):
-        r1 = min(r0 + chunk_rows, n)
-        row = torch.arange(r0, r1, device=dev).view(-1, 1, 1)
-        cand = rank[r0:r1]  # (b, K) candidates c (valid where recip)
-        cand_ok = recip[r0:r1]
-        members = rank_half[cand]  # (b, K, Kh) elements of R(c, k1/2) where member_ok
-        member_ok = recip_half[cand]
-        in_r = _contains(recip_keys, row * n + members)  # element of R(c, k1/2) also in R(i, k1)?
-        overlap = (member_ok & in_r).sum(2).double()
-        accept = cand_ok & (overlap > 2 / 3 * half_len[cand])
-        own = (row[:, :, 0] * n + cand)[cand_ok]
-        added = (row * n + members)[accept.unsqueeze(2) & member_ok]
-        keys.append(torch.unique(torch.cat([own, added])))
-    return torch.cat(keys), recip
+    out_rows, out_cols = [], []
+    for r0 in range(0, n, max_rows):
+        r1 = min(r0 + max_rows, n)
+        b = r1 - r0
+        local = torch.arange(b, device=dev)
+        cand, cand_ok = rank[r0:r1], recip[r0:r1]  # candidates c of R(i, k1) where cand_ok
+        members, member_ok = rank_half[cand], recip_half[cand]  # (b, K, Kh): R(c, k1/2) where member_ok
+        col_ids, colmap = _compress_columns(torch.cat([cand.flatten(), members.flatten()]), n)
+        width = col_ids.numel()
+        mark = torch.zeros(b * width, dtype=torch.bool, device=dev)
+        mark[(local.unsqueeze(1) * width + colmap[cand])[cand_ok]] = True  # R(i, k1)
+        member_keys = local.view(-1, 1, 1) * width + colmap[members]
+        overlap = (member_ok & mark[member_keys]).sum(2).double()
+        accept = cand_ok & (overlap > 2 / 3 * half_len[cand])  # Eq. (3), strict as in the reference
+        mark[member_keys[accept.unsqueeze(2) & member_ok]] = True
+        flat = mark.nonzero().flatten()
+        out_rows.append(flat // width + r0)
+        out_cols.append(col_ids[flat % width])
+    return torch.cat(out_rows), torch.cat(out_cols)
 
 
-def _segment_sum(values: torch.Tensor, segment: torch.Tensor, num_segments: int) -> torch.Tensor:
-    """Deterministic per-segment sum (``index_put_`` with ``accumulate`` is serial on CPU, sort-based on CUDA)."""
-    out = torch.zeros(num_segments, dtype=values.dtype, device=values.device)
-    return out.index_put_((segment,), values, accumulate=True)
 
 
-def _pair_similarities(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, knn_sims: torch.Tensor,
-                       rank: torch.Tensor, chunk: int = 1 << 16) -> torch.Tensor:
-    """Cosine similarity of the pairs ``(rows, cols)``: looked up in the kNN lists, computed for the rest."""
-    n, num_rank = rank.shape
-    knn_keys = (torch.arange(n, device=x.device).unsqueeze(1) * n + rank).flatten()
-    knn_keys, order = torch.sort(knn_keys)
+def _pair_similarities(x: torch.Tensor, perm: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+                       knn_sims: torch.Tensor, rank: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """Cosine similarity of the pairs ``(rows, cols)`` (new labels; point ``p`` is ``x[perm[p]]``).
+
+    Looked up in the kNN lists ``(knn_sims, rank)`` where present, computed for the rest.
+    """
+    n = rank.shape[0]
+    knn_keys, order = torch.sort((torch.arange(n, device=rank.device).unsqueeze(1) * n + rank).flatten())
     knn_vals = knn_sims.flatten()[order]
     keys = rows * n + cols
     pos = torch.searchsorted(knn_keys, keys).clamp_(max=knn_keys.numel() - 1)
     found = knn_keys[pos] == keys
-    sims = torch.where(found, knn_vals[pos], torch.zeros((), device=x.device))
+    sims = torch.where(found, knn_vals[pos], torch.zeros((), dtype=knn_vals.dtype, device=knn_vals.device))
     missing = (~found).nonzero().flatten()
     for s in range(0, missing.numel(), chunk):
         m = missing[s:s + chunk]
-        sims[m] = (x[rows[m]] * x[cols[m]]).sum(1)
+        sims[m] = (x[perm[rows[m]]] * x[perm[cols[m]]]).sum(1)
     return sims
 
 
+def _csr_indptr(rows: torch.Tensor, n: int) -> torch.Tensor:
+    indptr = torch.zeros(n + 1, dtype=torch.int64, device=rows.device)
+    indptr[1:] = torch.cumsum(torch.bincount(rows, minlength=n), 0)
+    return indptr
+
+
 def _query_expansion(indptr: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, rank_qe: torch.Tensor,
-                     chunk_rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Eq. (9): CSR of ``V_qe[i] = mean_a V[rank_qe[i, a]]`` (gather the neighbours' rows, merge duplicates)."""
+                     max_rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Eq. (9): CSR of ``V_qe[i] = mean_a V[rank_qe[i, a]]`` (gather the neighbours' rows, sum per column)."""
     n, num_qe = rank_qe.shape
     dev = cols.device
     row_len = indptr.diff()
     out_rows, out_cols, out_vals = [], [], []
-    for r0 in range(0, n, chunk_rows):
-        r1 = min(r0 + chunk_rows, n)
+    for r0 in range(0, n, max_rows):
+        r1 = min(r0 + max_rows, n)
         src = rank_qe[r0:r1].flatten()
         counts = row_len[src]
         pos = _ragged_arange(indptr[src], counts)
-        dst_row = torch.repeat_interleave(torch.arange(r0, r1, device=dev).repeat_interleave(num_qe), counts,
-                                          output_size=pos.numel())
-        keys = dst_row * n + cols[pos]
-        uniq, inverse = torch.unique(keys, return_inverse=True)
-        summed = _segment_sum(vals[pos], inverse, uniq.numel())
-        out_rows.append(uniq // n)
-        out_cols.append(uniq % n)
-        out_vals.append(summed / num_qe)
+        local = torch.repeat_interleave(torch.arange(r1 - r0, device=dev).repeat_interleave(num_qe), counts,
+                                        output_size=pos.numel())
+        lr, c, v = _accumulate_rows(local, cols[pos], vals[pos], r1 - r0, n)
+        out_rows.append(lr + r0)
+        out_cols.append(c)
+        out_vals.append(v / num_qe)
     rows = torch.cat(out_rows)
-    new_indptr = torch.zeros(n + 1, dtype=torch.int64, device=dev)
-    new_indptr[1:] = torch.cumsum(torch.bincount(rows, minlength=n), 0)
-    return new_indptr, torch.cat(out_cols), torch.cat(out_vals)
+    return _csr_indptr(rows, n), torch.cat(out_cols), torch.cat(out_vals)
 
 
 def _jaccard_upper(indptr: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, max_work: int,
-                   max_buffer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Eq. (7)-(8) for the pairs ``i < j`` that share support.
+                   max_rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Eq. (7)-(8) numerators ``m(i, j) = sum_k min(V[i,k], V[j,k])`` for the pairs ``i < j`` sharing support.
 
-    For every stored ``V[i, k]`` the inverted list of column ``k`` (CSC, rows sorted) is read from the position
-    of ``i`` onwards, so each pair is met once per shared column. ``min(V[i,k], V[j,k])`` is accumulated into a
-    dense ``(rows of chunk) x (N - r0)`` buffer, then the buffer's nonzeros are the pairs with common support.
+    For every stored ``V[i, k]`` the inverted list of column ``k`` (CSC, rows sorted) is read after the position
+    of ``i``, so each pair ``i < j`` meets each shared column once; the ``min`` terms are summed per pair by
+    :func:`_accumulate_rows`. Work = ``sum_k c_k (c_k - 1) / 2`` terms for column counts ``c_k``, in chunks of
+    at most ``max_work`` terms.
     """
     n = indptr.numel() - 1
     dev = cols.device
     nnz = cols.numel()
     rows = torch.repeat_interleave(torch.arange(n, device=dev), indptr.diff(), output_size=nnz)
-    # CSC: stable sort by column keeps the rows sorted inside every column.
+    # CSC: a stable sort by column keeps the rows sorted inside every column.
     csc_order = torch.sort(cols, stable=True).indices
     csc_rows, csc_vals = rows[csc_order], vals[csc_order]
-    colptr = torch.zeros(n + 1, dtype=torch.int64, device=dev)
-    colptr[1:] = torch.cumsum(torch.bincount(cols, minlength=n), 0)
+    colptr = _csr_indptr(cols, n)
     csc_pos = torch.empty_like(csc_order)
     csc_pos[csc_order] = torch.arange(nnz, device=dev)  # CSC position of every CSR entry
-    # Entries of the inverted list from the entry itself to the end of its column (j >= i).
-    tail = colptr[cols + 1] - csc_pos
-    row_work = _segment_sum(tail, rows, n)
+    later = colptr[cols + 1] - csc_pos - 1  # entries of column k after (i, k): the rows j > i
+    row_work = _segment_sum(later, rows, n)
 
     out_i, out_j, out_m = [], [], []
-    max_rows = max(1, max_buffer // max(n, 1))
     for r0, r1 in _row_chunks(row_work, max_work, max_rows):
         e0, e1 = int(indptr[r0]), int(indptr[r1])
-        counts = tail[e0:e1]
-        pos = _ragged_arange(csc_pos[e0:e1] + 1, counts - 1)  # strictly after i: j > i
-        reps = counts - 1
-        total = pos.numel()
-        vi = torch.repeat_interleave(vals[e0:e1], reps, output_size=total)
-        li = torch.repeat_interleave(rows[e0:e1] - r0, reps, output_size=total)
-        j = csc_rows[pos]
-        width = n - r0
-        acc = torch.zeros((r1 - r0) * width, dtype=torch.float32, device=dev)
-        acc.index_put_((li * width + (j - r0),), torch.minimum(vi, csc_vals[pos]), accumulate=True)
-        acc = acc.view(r1 - r0, width)
-        li_nz, jj_nz = acc.nonzero(as_tuple=True)
-        out_m.append(acc[li_nz, jj_nz])
-        out_i.append(li_nz + r0)
-        out_j.append(jj_nz + r0)
-        del acc, pos, vi, li, j
+        counts = later[e0:e1]
+        pos = _ragged_arange(csc_pos[e0:e1] + 1, counts)
+        vi = torch.repeat_interleave(vals[e0:e1], counts, output_size=pos.numel())
+        li = torch.repeat_interleave(rows[e0:e1] - r0, counts, output_size=pos.numel())
+        lr, j, m = _accumulate_rows(li, csc_rows[pos], torch.minimum(vi, csc_vals[pos]), r1 - r0, n)
+        out_i.append(lr + r0)
+        out_j.append(j)
+        out_m.append(m)
+        del pos, vi, li
     return torch.cat(out_i), torch.cat(out_j), torch.cat(out_m)
 
 
 @torch.no_grad()
-def jaccard_distance(features: torch.Tensor, k1: int = 30, k2: int = 6, chunk_size: int = 2048,
-                     use_faiss: bool | None = None, max_work: int = 1 << 23,
-                     max_buffer: int = 1 << 25, timings: dict | None = None) -> NeighbourGraph:
+def jaccard_distance(features: torch.Tensor, k1: int = 30, k2: int = 6, chunk_size: int = 1024,
+                     use_faiss: bool | None = None, max_work: int = 1 << 20, max_buffer: int = 1 << 23,
+                     sparse_threads: int | None = 1, timings: dict | None = None) -> NeighbourGraph:
     """Sparse k-reciprocal Jaccard distance; equals :func:`jaccard_distance_dense` on every pair.
 
-    Steps, all vectorised over rows (Python loops only over chunks):
+    Steps, all vectorised over rows (Python loops only over chunks of rows):
 
-    1. ``initial_rank``: exact kNN (:func:`knn`, ``k1`` columns). O(N·k1) memory, O(chunk·N) work buffer.
+    1. ``initial_rank``: exact kNN (:func:`knn`, ``k1`` columns). O(N·k1) memory, O(chunk_size·N) buffer.
+       The points are then relabelled in a locality order (:func:`_locality_order`); results are mapped back.
     2. Eq. (2): reciprocity ``i in N(rank[i, a])`` by binary search of the sorted keys ``i·N + j``.
-    3. Eq. (3): for every candidate ``c in R(i, k1)`` the overlap ``|R(c, k1/2) ∩ R(i, k1)|`` on a
-       ``(rows, k1, k1/2+1)`` tensor per chunk; accepted half sets are merged by ``unique`` on keys.
-    4. Eq. (6): ``V`` as CSR values ``softmax(-(2 - 2 cos))`` per row (similarities from the kNN lists
-       where available). ``nnz(V) = sum_i |R*(i)|``.
-    5. Eq. (9): ``V_qe`` by gathering the ``k2`` neighbours' CSR rows and merging duplicate columns.
-    6. Eq. (8): inverted index = CSC of ``V_qe``; ``m(i, j) = sum_k min(V[i,k], V[j,k])`` accumulated for
-       ``i < j`` per chunk of rows, ``d = max(0, 1 - m / (2 - m))``, mirrored to ``(j, i)``; diagonal = 0.
+    3. Eq. (3): per chunk of rows, the overlap ``|R(c, k1/2) ∩ R(i, k1)|`` of every candidate ``c in R(i, k1)``
+       by gathering a bitmap of ``R(i, k1)``; accepted half sets are or-ed into it; ``R*(i)`` = its nonzeros.
+    4. Eq. (6): ``V`` as CSR values ``softmax(-(2 - 2 cos))`` per row (cosines from the kNN lists where
+       available, else computed). ``nnz(V) = sum_i |R*(i)|``.
+    5. Eq. (9): ``V_qe`` by gathering the ``k2`` neighbours' CSR rows and summing per column.
+    6. Eq. (8): inverted index = CSC of ``V_qe``; ``m(i, j) = sum_k min(V[i,k], V[j,k])`` for ``i < j``,
+       ``d = max(0, 1 - m / (2 - m))``, mirrored to ``(j, i)``; the diagonal is stored at 0.
 
     Args:
         features: ``(N, D)`` features on CPU or CUDA (L2-normalised here).
         k1, k2: neighbourhood sizes (ADCA / Cluster-Contrast use 30 and 6).
         chunk_size: kNN block rows (work buffer ``chunk_size x N`` float32).
         use_faiss: passed to :func:`knn`.
-        max_work: bound on the (pair, shared column) terms materialised per chunk in step 6.
-        max_buffer: bound on the elements of the dense accumulation buffer per chunk in step 6.
+        max_work: bound on the ``min`` terms materialised per chunk in step 6.
+        max_buffer: bound on the elements of a chunk buffer (``rows x distinct columns``) in steps 3, 5, 6.
+        sparse_threads: torch intra-op threads for steps 2-6 on CPU (restored afterwards; ``None`` keeps torch's
+            setting; the kNN matmul always runs with torch's setting). These steps are hundreds of memory-bound
+            medium-sized ops: with 2 threads on a 2-core machine shared with other processes they ran 5x slower
+            (2.0 s vs 11-13 s at N = 22,258) than with 1, because every op waits for an OpenMP barrier.
+            ``torch.set_num_threads`` is process-wide, so avoid calling this concurrently from several threads.
         timings: optional dict that receives the seconds of each step.
 
     Returns:
-        :class:`NeighbourGraph` on CPU with every pair at distance < 1 (the pairs whose ``V_qe`` rows share
-        support) and the diagonal at 0; pairs not stored are at distance 1. Memory O(N·k1·k2·|R*|) for the
-        sparse encodings plus the chunk buffers; no ``N x N`` array is allocated.
+        :class:`NeighbourGraph` on CPU holding every pair at distance < 1 (the pairs whose ``V_qe`` rows share
+        support) and the diagonal at 0; pairs not stored are at distance 1. Memory O(N·k1·k2) for the sparse
+        encodings plus O(nnz) for the output and the chunk buffers; no ``N x N`` array is allocated.
     """
     x = _normalize(features)
     n = x.shape[0]
@@ -484,44 +551,51 @@ def jaccard_distance(features: torch.Tensor, k1: int = 30, k2: int = 6, chunk_si
         empty = torch.zeros(0, dtype=torch.int64)
         return NeighbourGraph(torch.zeros(1, dtype=torch.int64), empty, torch.zeros(0), 1.0)
     num_rank, num_half, num_qe = _column_counts(n, k1, k2)
-    chunk_rows = max(1, (1 << 22) // (num_rank * num_half))
+    max_rows = max(1, max_buffer // max(n, num_rank * num_half))
 
-    # 1. initial ranking
+    # 1. initial ranking (steps 2-6 relabel the points in locality order and map the result back)
     with _timed(timings, "knn", dev):
         knn_sims, rank = knn(x, num_rank, chunk_size=chunk_size, use_faiss=use_faiss)
-        rank = rank.to(dev)
-        knn_sims = knn_sims.to(dev)
+        rank, knn_sims = rank.to(dev), knn_sims.to(dev)
+    with _intra_op_threads(sparse_threads, dev):
+        # Relabel the points in locality order: new label p is the old point perm[p].
+        with _timed(timings, "expansion", dev):
+            perm = _locality_order(rank)
+            inv = torch.empty_like(perm)
+            inv[perm] = torch.arange(n, device=dev)
+            rank, knn_sims = inv[rank[perm]], knn_sims[perm]
+            del inv
 
-    # 2-3. expanded k-reciprocal sets R*(i), as sorted keys i * n + j
-    with _timed(timings, "expansion", dev):
-        keys, _ = _expanded_sets(rank, num_half, chunk_rows)
-        rows, cols = keys // n, keys % n
-        del keys
+            # 2-3. expanded k-reciprocal sets R*(i), CSR-ordered
+            rows, cols = _expanded_sets(rank, num_half, max_rows)
 
-    # 4. Eq. (6): V[i, j] = softmax over R*(i) of -(2 - 2 cos)
-    with _timed(timings, "V", dev):
-        sims = _pair_similarities(x, rows, cols, knn_sims, rank)
-        logits = 2.0 * sims - 2.0  # = -(2 - 2 cos) <= 0 up to rounding
-        row_max = torch.full((n,), float("-inf"), device=dev).scatter_reduce_(0, rows, logits, "amax")
-        weights = torch.exp(logits - row_max[rows])
-        vals = weights / _segment_sum(weights, rows, n)[rows]
-        indptr = torch.zeros(n + 1, dtype=torch.int64, device=dev)
-        indptr[1:] = torch.cumsum(torch.bincount(rows, minlength=n), 0)
-        del sims, logits, weights, rows
+        # 4. Eq. (6): V[i, j] = softmax over R*(i) of -(2 - 2 cos)
+        with _timed(timings, "V", dev):
+            logits = 2.0 * _pair_similarities(x, perm, rows, cols, knn_sims, rank) - 2.0  # -(2 - 2 cos)
+            del x, knn_sims  # the features are not needed any more
+            row_max = torch.full((n,), float("-inf"), device=dev).scatter_reduce_(0, rows, logits, "amax")
+            weights = torch.exp(logits - row_max[rows])
+            vals = weights / _segment_sum(weights, rows, n)[rows]
+            indptr = _csr_indptr(rows, n)
+            del logits, weights, rows
 
-    # 5. Eq. (9): local query expansion
-    if k2 != 1:
-        with _timed(timings, "query_expansion", dev):
-            indptr, cols, vals = _query_expansion(indptr, cols, vals, rank[:, :num_qe].contiguous(), chunk_rows)
+        # 5. Eq. (9): local query expansion
+        if k2 != 1:
+            with _timed(timings, "query_expansion", dev):
+                indptr, cols, vals = _query_expansion(indptr, cols, vals, rank[:, :num_qe].contiguous(), max_rows)
+        del rank
 
-    # 6. Eq. (8): Jaccard distance of the pairs that share support
-    with _timed(timings, "jaccard", dev):
-        ii, jj, m = _jaccard_upper(indptr, cols, vals, max_work, max_buffer)
-        dist = (1.0 - m / (2.0 - m)).clamp_(min=0.0)
-    with _timed(timings, "graph", dev):
-        diag = torch.arange(n, device=dev)
-        all_rows = torch.cat([ii, jj, diag]).cpu()
-        all_cols = torch.cat([jj, ii, diag]).cpu()
-        all_dist = torch.cat([dist, dist, torch.zeros(n, device=dev)]).cpu()
-        graph = NeighbourGraph.from_coo(all_rows, all_cols, all_dist, n, max_distance=1.0)
+        # 6. Eq. (8): Jaccard distance of the pairs that share support
+        with _timed(timings, "jaccard", dev):
+            ii, jj, m = _jaccard_upper(indptr, cols, vals, max_work, max_rows)
+            del indptr, cols, vals
+            dist = (1.0 - m / (2.0 - m)).clamp_(min=0.0)
+        with _timed(timings, "graph", dev):
+            ii, jj = perm[ii], perm[jj]
+            diag = torch.arange(n, device=dev)
+            all_rows = torch.cat([ii, jj, diag]).cpu()
+            all_cols = torch.cat([jj, ii, diag]).cpu()
+            all_dist = torch.cat([dist, dist, torch.zeros(n, device=dev)]).cpu()
+            del ii, jj, dist, m
+            graph = NeighbourGraph.from_coo(all_rows, all_cols, all_dist, n, max_distance=1.0)
     return graph

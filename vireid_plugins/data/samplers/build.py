@@ -1,9 +1,10 @@
 """Registry of training samplers.
 
 Call contract: registered classes are ``torch`` samplers with a classmethod
-``from_config(cfg, dataset, epoch) -> sampler``; ``build_train_sampler(cfg, dataset, epoch, name=None)`` looks
-up ``name`` or ``cfg.DATALOADER.SAMPLER_TRAIN`` and returns an *infinite* index sampler sharded by rank like fast-reid's own samplers (each rank iterates its own indices of
-every global batch). ``dataset`` is a :class:`vireid_plugins.data.common.VIReIDDataset`, whose
+``from_config(cfg, dataset, epoch) -> sampler``; ``build_train_sampler(cfg, dataset, epoch, name=None)``
+looks up ``name`` or ``cfg.DATALOADER.SAMPLER_TRAIN`` and returns an *infinite* index sampler sharded by
+rank like fast-reid's own samplers (each rank iterates its own indices of every global batch).
+``dataset`` is a :class:`vireid_plugins.data.common.VIReIDDataset`, whose
 ``targets`` (current labels or pseudo-labels, ``-1`` = unused) and ``modalities`` the sampler reads.
 """
 from fastreid.data.samplers import TrainingSampler
