@@ -57,6 +57,9 @@ def add_vireid_config(cfg):
     _C.MODEL.CRITERION.NAME = "DualClusterMemoryLoss"  # any name in CRITERION_REGISTRY
     _C.MODEL.CRITERION.CA_VIEW = True  # also feed a channel-exchanged copy of the visible images (DCL/ADCA)
     _C.MODEL.CRITERION.CLASSIFIER_INIT_SCALE = 1.0  # ModalityClassifierLoss: new weights = scale x centroids
+    _C.MODEL.CRITERION.CNCR = CN({"ENABLED": False})  # DOTLACriterion: in-batch cross-modality KL (Eq. 13-15)
+    _C.MODEL.CRITERION.CNCR.K = 10  # in-batch cross-modality neighbours
+    _C.MODEL.CRITERION.CNCR.ALPHA = 0.3  # alpha of Eq. 17
     _C.MODEL.CRITERION.MEMORY = CN()
     _C.MODEL.CRITERION.MEMORY.TEMPERATURE = 0.05  # tau of the memory logits
     _C.MODEL.CRITERION.MEMORY.MOMENTUM = 0.1  # m in M <- m M + (1 - m) f (ADCA 0.1, PGM 0.2)
@@ -73,6 +76,18 @@ def add_vireid_config(cfg):
     _C.PSEUDO.FLIP = True  # flip-average the features used for clustering
     _C.PSEUDO.CHUNK_SIZE = 4096  # rows per chunk of the k-NN / Jaccard computation
     _C.PSEUDO.DIAGNOSTICS = True  # log cluster quality against the true pids when the data has them
+
+    # ---------------------------------------------------------------- DOTLA (engine/dotla.py)
+    _C.DOTLA = CN({"ENABLED": False})  # stage 2: dual optimal-transport label assignment every epoch
+    _C.DOTLA.START_EPOCH = 40  # first epoch of stage 2 (stage 1 = Eq. 16 only)
+    _C.DOTLA.LAMBDA = 25.0  # lambda of Eq. 3 (entropic regularisation 1 / lambda)
+    _C.DOTLA.MARGINALS = "uniform"  # class marginal: "uniform" (the paper) or "cluster_size"
+    _C.DOTLA.MAX_ITER = 1000  # Sinkhorn iteration cap
+    _C.DOTLA.TOL = 1e-4  # Sinkhorn marginal error tolerance
+    _C.DOTLA.NCLR = CN({"ENABLED": False})  # neighbour-consistency label refinement (Eq. 6-10)
+    _C.DOTLA.NCLR.K = 10  # cross- and same-modality neighbours
+    _C.DOTLA.NCLR.TAU = 1.0  # inconsistency threshold: noisy if s > tau
+    _C.DOTLA.NCLR.GAMMA = 0.25  # refinement degree of Eq. 10
 
     # ---------------------------------------------------------------- evaluation
     _C.TEST.SELECT_ON_TEST = False  # let model_best.pth be chosen by the test-set metric (off: never)

@@ -4,12 +4,19 @@
 * :mod:`.jaccard`: k-reciprocal Jaccard distance (Zhong et al., CVPR'17), sparse and dense (oracle);
 * :mod:`.dbscan`: DBSCAN on a neighbour graph, label-identical to scikit-learn's;
 * :mod:`.pseudo_labels`: per-modality clustering;
-* :mod:`.diagnostics`: pseudo-label quality against ground truth.
+* :mod:`.sinkhorn`: entropic optimal transport in the log domain, shared by every method;
+* :mod:`.dotla`: DOTLA's dual label assignment (Eq. 3-5); :mod:`.nclr`: NCLR (Eq. 6-10);
+* :mod:`.neighbours`: chunked cross-set k-NN;
+* :mod:`.diagnostics`: pseudo-label quality and association accuracy against ground truth.
 """
 from .dbscan import dbscan, relabel_outliers
 from .diagnostics import cross_modality_association_accuracy, pseudo_label_metrics
+from .dotla import DOTLAResult, dual_optimal_transport_labels
 from .graph import NeighbourGraph
 from .jaccard import jaccard_distance, jaccard_distance_dense, knn
+from .nclr import NCLRResult, inconsistency_scores, refine_labels_by_neighbours
+from .neighbours import cross_knn
 from .pseudo_labels import cluster_features
+from .sinkhorn import SinkhornResult, assign_labels_by_sinkhorn, sinkhorn, sinkhorn_log, sinkhorn_power
 
 __all__ = [k for k in globals() if not k.startswith("_")]

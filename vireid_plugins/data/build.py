@@ -7,7 +7,8 @@ Call contract:
 * ``build_vireid_train_loader(cfg, items=None, labels=None, epoch=0, sampler_name=None)`` -> an infinite
   fast-reid loader (``DataLoaderX``) over ``items`` (default: the train items of ``cfg.DATASETS.NAMES``) with
   per-modality transforms, optional per-item ``labels`` (pseudo-labels, ``-1`` = unused) and the sampler
-  named by ``sampler_name`` or ``DATALOADER.SAMPLER_TRAIN``, seeded by ``cfg.SEED`` and ``epoch``.
+  named by ``sampler_name`` or ``DATALOADER.SAMPLER_TRAIN``, seeded by ``cfg.SEED`` and ``epoch``; ``pairing``
+  overrides ``DATALOADER.DUAL_PAIRING`` (how labels pair across modalities, see the dual-modality sampler).
 * ``build_vireid_test_loader(cfg, items)`` -> a finite loader over ``items`` in order, sharded by rank.
 """
 import logging
@@ -49,12 +50,12 @@ def train_items(cfg) -> List[Item]:
 
 
 def build_vireid_train_loader(cfg, items: Optional[Sequence[Item]] = None, labels: Optional[Sequence[int]] = None,
-                              epoch: int = 0, sampler_name: Optional[str] = None):
+                              epoch: int = 0, sampler_name: Optional[str] = None, pairing: Optional[str] = None):
     items = train_items(cfg) if items is None else items
     # pids are relabelled to 0..C-1; given labels (per-modality pseudo-labels) are used as they are
     dataset = VIReIDDataset(items, build_vireid_transforms(cfg, is_train=True), labels=labels,
                             relabel=labels is None)
-    sampler = build_train_sampler(cfg, dataset, epoch, sampler_name)
+    sampler = build_train_sampler(cfg, dataset, epoch, sampler_name, **({"pairing": pairing} if pairing else {}))
     logger.info(f"Train loader: {len(dataset)} images, {dataset.num_classes} labels, "
                 f"sampler {type(sampler).__name__}")
     return build_reid_train_loader(train_set=dataset, sampler=sampler, total_batch_size=cfg.SOLVER.IMS_PER_BATCH,

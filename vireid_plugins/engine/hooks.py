@@ -59,7 +59,8 @@ class SelectionAwareCheckpointer(hooks.PeriodicCheckpointer):
 
 class EpochLoaderHook(HookBase):
     """Before every epoch: reseed python/numpy/torch from ``(SEED, epoch)`` and rebuild the train loader on
-    the trainer's current ``train_labels`` (pseudo-labels; ``None`` = the dataset's pids), with the sampler
+    the trainer's current ``train_items`` and ``train_labels`` (pseudo-labels; ``None`` = the dataset's pids),
+    with the sampler
     seeded by ``(SEED, epoch)``. An epoch's batches and augmentations therefore depend only on the seed, the
     epoch and the labels, so ``--resume`` continues exactly where an uninterrupted run would be (on CPU)."""
 
@@ -69,4 +70,5 @@ class EpochLoaderHook(HookBase):
     def before_epoch(self):
         trainer = self.trainer
         seed_everything(trainer.cfg.SEED + 7919 * trainer.epoch if trainer.cfg.SEED >= 0 else -1, comm.get_rank())
-        trainer.set_train_loader(self.build_loader(trainer.train_labels, trainer.epoch))
+        trainer.set_train_loader(self.build_loader(trainer.train_items, trainer.train_labels, trainer.epoch,
+                                                   trainer.train_pairing))

@@ -16,6 +16,7 @@ labels and memories the interrupted run had.
 """
 import logging
 import os
+from contextlib import nullcontext
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -28,9 +29,10 @@ from ..association import cluster_features, pseudo_label_metrics
 from ..data import build_vireid_test_loader
 from ..data.datasets.bases import MODALITY_NAMES, Item
 from ..evaluation import extract_features
+from ..modeling.meta_arch import raw_test_features
 from .optim import forget_stale_optimizer_state
 
-__all__ = ["PseudoLabelHook", "broadcast_from_main"]
+__all__ = ["PseudoLabelHook", "broadcast_from_main", "extract_modality_features", "unwrap"]
 
 logger = logging.getLogger("fastreid.vireid.pseudo_labels")
 
@@ -44,6 +46,20 @@ def broadcast_from_main(obj):
 
 def unwrap(model):
     return model.module if hasattr(model, "module") else model
+
+
+def extract_modality_features(cfg, model, items: List[Item], modalities: np.ndarray,
+                              normalize: bool = True) -> Dict[int, torch.Tensor]:
+    """``{modality: (N_m, D)}`` flip-averaged (``PSEUDO.FLIP``) features of the training items of each modality,
+    in item order, on every rank; raw BN-neck features when ``normalize`` is False."""
+    features = {}
+    with raw_test_features(model) if not normalize else nullcontext():
+        for m, name in MODALITY_NAMES.items():
+            subset = [items[i] for i in np.flatnonzero(modalities == m)]
+            loader = build_vireid_test_loader(cfg, subset)
+            features[m] = extract_features(model, loader, flip=cfg.PSEUDO.FLIP, desc=f"features ({name})",
+                                           normalize=normalize)
+    return features
 
 
 class PseudoLabelHook(HookBase):
@@ -71,18 +87,11 @@ class PseudoLabelHook(HookBase):
         epoch = self.trainer.epoch
         if self._due(epoch):
             self.update(epoch)
+        self.trainer.train_items = self.items
         self.trainer.train_labels = self.labels.tolist()
+        self.trainer.train_pairing = "independent"  # one label space per modality
 
     # ---------------------------------------------------------------- work
-    def _extract(self) -> Dict[int, torch.Tensor]:
-        features = {}
-        for m, name in MODALITY_NAMES.items():
-            subset = [self.items[i] for i in np.flatnonzero(self.modalities == m)]
-            loader = build_vireid_test_loader(self.cfg, subset)
-            features[m] = extract_features(self.trainer.model, loader, flip=self.cfg.PSEUDO.FLIP,
-                                           desc=f"features ({name})")
-        return features
-
     def _cluster(self, features: Dict[int, torch.Tensor]) -> torch.Tensor:
         p = self.cfg.PSEUDO
         labels = torch.full((len(self.items),), -1, dtype=torch.long)
@@ -93,7 +102,7 @@ class PseudoLabelHook(HookBase):
         return labels
 
     def update(self, epoch: int):
-        features = self._extract()
+        features = extract_modality_features(self.cfg, self.trainer.model, self.items, self.modalities)
         labels = self._cluster(features) if comm.is_main_process() else None
         self.labels = broadcast_from_main(labels)
         self.labelled_epoch = epoch

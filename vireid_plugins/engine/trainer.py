@@ -28,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..data import build_vireid_train_loader, train_items
 from ..evaluation import build_vireid_evaluator, format_results_table
 from .checkpoint import VIReIDCheckpointer
+from .dotla import DOTLAHook
 from .hooks import EpochLoaderHook, SelectionAwareCheckpointer, TestSafeEvalHook
 from .pseudo_labels import PseudoLabelHook
 
@@ -42,9 +43,11 @@ class VIReIDTrainer(DefaultTrainer):
         if comm.is_main_process() and cfg.OUTPUT_DIR:
             os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
         self.cfg = cfg
-        self.items = train_items(cfg)
+        self.items = train_items(cfg)  # every training image
+        self.train_items = self.items  # what the next epoch trains on (hooks may change both)
         self.train_labels = None  # per-item training labels; None = the dataset's pids
-        data_loader = self.build_epoch_loader(None, 0)
+        self.train_pairing = None  # how train_labels pair across modalities; None = DATALOADER.DUAL_PAIRING
+        data_loader = self.build_epoch_loader(self.train_items, None, 0)
         cfg = self.auto_scale_hyperparams(cfg, data_loader.dataset.num_classes)
         model = self.build_model(cfg)
         optimizer, param_wrapper = self.build_optimizer(cfg, model)
@@ -86,12 +89,12 @@ class VIReIDTrainer(DefaultTrainer):
     def build_train_loader(cls, cfg):
         return build_vireid_train_loader(cfg)
 
-    def build_epoch_loader(self, labels, epoch: int):
-        """Train loader over all training items for one epoch. Before the first pseudo-labels exist (``labels``
-        is None under ``PSEUDO.ENABLED``) it is a placeholder that no step draws from."""
+    def build_epoch_loader(self, items, labels, epoch: int, pairing=None):
+        """Train loader of one epoch. Before the first pseudo-labels exist (``labels`` is None under
+        ``PSEUDO.ENABLED``) it is a placeholder that no step draws from."""
         if self.cfg.PSEUDO.ENABLED and labels is None:
-            return build_vireid_train_loader(self.cfg, self.items, [-1] * len(self.items), epoch, "RandomSampler")
-        return build_vireid_train_loader(self.cfg, self.items, labels, epoch)
+            return build_vireid_train_loader(self.cfg, items, [-1] * len(items), epoch, "RandomSampler")
+        return build_vireid_train_loader(self.cfg, items, labels, epoch, pairing=pairing)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_dir=None):
@@ -114,6 +117,8 @@ class VIReIDTrainer(DefaultTrainer):
                     self.pseudo_label_hook = PseudoLabelHook(self.cfg, self.items)
                     self.checkpointer.checkpointables["pseudo_labels"] = self.pseudo_label_hook
                     ret.append(self.pseudo_label_hook)
+                if self.cfg.DOTLA.ENABLED:
+                    ret.append(DOTLAHook(self.cfg, self.items))
                 ret.append(EpochLoaderHook(self.build_epoch_loader))
                 continue
             if isinstance(hook, hooks.EvalHook):

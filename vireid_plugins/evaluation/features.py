@@ -24,10 +24,11 @@ class FeatureCollector(DatasetEvaluator):
     Args:
         num_items: N, the dataset length (checked after gathering).
         all_ranks: gather to every rank (``all_gather``) rather than to the main process only.
+        normalize: L2-normalise the returned features.
     """
 
-    def __init__(self, num_items: int, all_ranks: bool = False):
-        self.num_items, self.all_ranks = num_items, all_ranks
+    def __init__(self, num_items: int, all_ranks: bool = False, normalize: bool = True):
+        self.num_items, self.all_ranks, self.normalize = num_items, all_ranks, normalize
         self.reset()
 
     def reset(self):
@@ -51,7 +52,7 @@ class FeatureCollector(DatasetEvaluator):
         if torch.unique(indices).numel() != self.num_items:
             raise RuntimeError(f"FeatureCollector: got features for {torch.unique(indices).numel()} of "
                                f"{self.num_items} items")
-        return F.normalize(out, dim=1)
+        return F.normalize(out, dim=1) if self.normalize else out
 
     def evaluate(self):
         return None
@@ -71,9 +72,10 @@ class _ProgressLoader:
                          disable=not comm.is_main_process()))
 
 
-def extract_features(model, loader, flip: bool = True, all_ranks: bool = True, desc: str = "") -> torch.Tensor:
-    """``N x D`` L2-normalised (flip-averaged) features of ``loader.dataset`` in order, with a progress bar
-    named ``desc`` when given."""
-    collector = FeatureCollector(len(loader.dataset), all_ranks=all_ranks)
+def extract_features(model, loader, flip: bool = True, all_ranks: bool = True, desc: str = "",
+                     normalize: bool = True) -> torch.Tensor:
+    """``N x D`` (flip-averaged, by default L2-normalised) features of ``loader.dataset`` in order, with a
+    progress bar named ``desc`` when given."""
+    collector = FeatureCollector(len(loader.dataset), all_ranks=all_ranks, normalize=normalize)
     inference_on_dataset(model, _ProgressLoader(loader, desc) if desc else loader, collector, flip_test=flip)
     return collector.features()

@@ -24,12 +24,13 @@ def sampler_seed(cfg, epoch: int = 0) -> int:
     return comm.shared_random_seed()
 
 
-def build_train_sampler(cfg, dataset, epoch: int = 0, name=None):
+def build_train_sampler(cfg, dataset, epoch: int = 0, name=None, **overrides):
+    """``overrides`` (e.g. ``pairing``) go to the sampler's ``from_config``."""
     name = name or cfg.DATALOADER.SAMPLER_TRAIN
     if name not in SAMPLER_REGISTRY._obj_map:
         raise KeyError(f"DATALOADER.SAMPLER_TRAIN: unknown sampler {name!r}; registered: "
                        f"{sorted(SAMPLER_REGISTRY._obj_map)}")
-    return SAMPLER_REGISTRY.get(name).from_config(cfg, dataset, epoch)
+    return SAMPLER_REGISTRY.get(name).from_config(cfg, dataset, epoch, **overrides)
 
 
 @SAMPLER_REGISTRY.register()
@@ -37,5 +38,5 @@ class RandomSampler(TrainingSampler):
     """Plain shuffling over every item (fast-reid's ``TrainingSampler``)."""
 
     @classmethod
-    def from_config(cls, cfg, dataset, epoch=0):
+    def from_config(cls, cfg, dataset, epoch=0, **unused):
         return cls(len(dataset), shuffle=True, seed=sampler_seed(cfg, epoch))

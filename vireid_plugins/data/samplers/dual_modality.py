@@ -80,11 +80,11 @@ class DualModalitySampler(Sampler):
                                "within a batch")
 
     @classmethod
-    def from_config(cls, cfg, dataset, epoch=0):
+    def from_config(cls, cfg, dataset, epoch=0, pairing=None):
         return cls(dataset.targets, dataset.modalities,
                    mini_batch_size=cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size(),
                    num_instances=cfg.DATALOADER.NUM_INSTANCE,
-                   pairing=cfg.DATALOADER.DUAL_PAIRING,
+                   pairing=pairing or cfg.DATALOADER.DUAL_PAIRING,
                    seed=sampler_seed(cfg, epoch))
 
     @staticmethod

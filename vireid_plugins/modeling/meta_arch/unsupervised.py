@@ -53,4 +53,6 @@ class UnsupervisedVIReID(VIReIDBaseline):
             "modality": modality[:num],
             "targets": batched_inputs["targets"].to(self.device, non_blocking=True),
         }
+        if "index" in batched_inputs:
+            outputs["index"] = batched_inputs["index"].to(self.device, non_blocking=True)
         return self.criterion(outputs)

@@ -10,16 +10,32 @@ Differences from fast-reid's ``Baseline``:
 Training losses are fast-reid's (``MODEL.LOSSES.NAME``: cross-entropy, triplet, ...), computed over the
 whole two-modality batch, so the triplet loss sees cross-modality positives.
 """
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 from fastreid.modeling.meta_arch.baseline import Baseline
 
-__all__ = ["VIReIDBaseline"]
+__all__ = ["VIReIDBaseline", "raw_test_features"]
+
+
+@contextmanager
+def raw_test_features(model):
+    """Within the block, ``model`` (a :class:`VIReIDBaseline`, possibly DDP-wrapped) returns un-normalised
+    BN-neck features at test time, e.g. to feed its classifiers (DOTLA's predictions)."""
+    module = model.module if hasattr(model, "module") else model
+    module.normalize_test_features = False
+    try:
+        yield model
+    finally:
+        module.normalize_test_features = True
 
 
 @META_ARCH_REGISTRY.register()
 class VIReIDBaseline(Baseline):
+    normalize_test_features = True  # see raw_test_features
+
     def preprocess_image(self, batched_inputs) -> torch.Tensor:
         """``B x 3 x H x W`` images on the 0-255 scale -> normalised copy on the model's device."""
         images = batched_inputs["images"] if isinstance(batched_inputs, dict) else batched_inputs
@@ -40,7 +56,8 @@ class VIReIDBaseline(Baseline):
     def forward(self, batched_inputs):
         features = self.backbone_features(batched_inputs)
         if not self.training:
-            return F.normalize(self.heads(features), dim=1)
+            features = self.heads(features)
+            return F.normalize(features, dim=1) if self.normalize_test_features else features
         targets = batched_inputs["targets"].to(self.device, non_blocking=True)
         outputs = self.heads(features, targets)
         return self.losses(outputs, targets)
