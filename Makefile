@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DEMO_DATA := datasets/synthetic/demo/SYSU-MM01
 
-.PHONY: install test demo lint bench clean
+.PHONY: install test demo demo-usl demo-dotla lint bench clean
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,11 +26,19 @@ $(DEMO_DATA): | $(STAMP)
 demo: $(STAMP) $(DEMO_DATA)
 	$(PY) tools/train_net.py --config-file configs/Synthetic/agw_supervised.yml
 
+demo-usl: $(STAMP) $(DEMO_DATA)
+	$(PY) tools/train_net.py --config-file configs/Synthetic/usl_baseline.yml
+
+demo-dotla: $(STAMP) $(DEMO_DATA)
+	$(PY) tools/train_net.py --config-file configs/Synthetic/dotla.yml
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check vireid_plugins tools tests
 
 bench: $(STAMP)
 	$(PY) tools/benchmark_eval.py
+	$(PY) tools/benchmark_sinkhorn.py --pot-iters 50
+	$(PY) tools/benchmark_pseudo_labels.py --scale sysu
 
 clean:
 	rm -rf logs datasets/synthetic
