@@ -1,1 +1,0 @@
-"""(registration imports are added as modules land)"""
