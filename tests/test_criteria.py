@@ -85,3 +85,33 @@ def test_checkpoint_with_other_cluster_counts_loads(cfg, tmp_path):
     VIReIDCheckpointer(fresh, str(tmp_path)).load(str(tmp_path / "ckpt.pth"))
     for key, value in trained.state_dict().items():
         assert torch.equal(fresh.state_dict()[key], value), key
+
+
+def test_dotla_criterion_stage2_losses_and_empty_branches(cfg):
+    from vireid_plugins.modeling.losses import DOTLACriterion, soft_cross_entropy
+
+    cfg.MODEL.BACKBONE.FEAT_DIM = 8
+    cfg.MODEL.CRITERION.CNCR.ENABLED = True
+    cfg.MODEL.CRITERION.CNCR.K = 2
+    criterion = DOTLACriterion(cfg)
+    labels, features = pool()
+    criterion.reset(labels, features)  # K_v = 3, K_r = 2
+    n = 16  # images in the two-branch dataset: index i (visible branch) and n + i (infrared branch)
+    soft_v = torch.zeros(n, 3)
+    soft_v[8:] = torch.tensor([0.75, 0.25, 0.0])  # infrared images in the visible label space
+    soft_r = torch.zeros(n, 2)
+    soft_r[:8] = torch.tensor([0.0, 1.0])  # visible images in the infrared label space
+    criterion.set_cross_targets({0: soft_v, 1: soft_r})
+    out = batch()
+    out["index"] = torch.arange(16)  # every image in the visible branch
+    out["targets"] = torch.tensor([0, 0, 1, 1, 2, 2, 0, 1] + [0] * 8)
+    losses = criterion(out)
+    f = out["features"]
+    phi_v = criterion.classifiers["visible"]
+    assert torch.allclose(losses["loss_cross_visible"], soft_cross_entropy(phi_v(f[8:]), soft_v[8:]), atol=1e-6)
+    for key in ("loss_cls_infrared", "loss_triplet_infrared", "loss_cross_infrared"):
+        assert losses[key] == 0  # no image of the infrared branch in this batch
+    assert losses["loss_cncr"] > 0
+    criterion.set_cross_targets(None)
+    assert set(criterion(batch())) == {"loss_cls_visible", "loss_triplet_visible", "loss_cls_infrared",
+                                       "loss_triplet_infrared"}  # back to stage 1 (Eq. 16)

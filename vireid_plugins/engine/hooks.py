@@ -34,7 +34,8 @@ class TestSafeEvalHook(hooks.EvalHook):
         if next_epoch >= self.trainer.max_epoch and (self._period <= 0 or next_epoch % self._period != 0):
             self._do_eval()
         final = getattr(self.trainer, "_last_eval_results", None)
-        if self.initial_results and final and comm.is_main_process():
+        finished = self.trainer.iter >= self.trainer.max_iter  # not after an exception
+        if self.initial_results and final and finished and comm.is_main_process():
             logger.info("Before and after training:\n" + format_comparison_table(self.initial_results, final))
         del self._func
 

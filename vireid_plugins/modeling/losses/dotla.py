@@ -55,12 +55,15 @@ class DOTLACriterion(ModalityClassifierLoss):
             in_branch = branch == b
             own, cross = in_branch & (modality == b), in_branch & (modality != b)
             classifier = self.classifiers[name]
+            zero = feats.sum() * 0.0  # a batch may hold no image of a branch (labels are drawn from both)
             y_own = outputs["targets"][own] - (0 if b == VISIBLE else self.classifiers["visible"].weight.shape[0])
-            losses[f"loss_cls_{name}"] = cross_entropy_loss(classifier(feats[own]), y_own, self.ce_eps, self.ce_alpha)
-            losses[f"loss_triplet_{name}"] = triplet_loss(feats[own], y_own, self.tri_margin, self.tri_norm,
-                                                          self.tri_hard)
+            losses[f"loss_cls_{name}"] = (cross_entropy_loss(classifier(feats[own]), y_own, self.ce_eps,
+                                                             self.ce_alpha) if own.any() else zero)
+            losses[f"loss_triplet_{name}"] = (triplet_loss(feats[own], y_own, self.tri_margin, self.tri_norm,
+                                                           self.tri_hard) if own.any() else zero)
             soft = self.cross_targets[b][item[cross].cpu()].to(feats.device)
-            losses[f"loss_cross_{name}"] = soft_cross_entropy(classifier(feats[cross]), soft)
+            losses[f"loss_cross_{name}"] = (soft_cross_entropy(classifier(feats[cross]), soft) if cross.any()
+                                            else zero)
         if self.cncr_enabled:
             losses["loss_cncr"] = self.cncr_alpha * self._cncr(feats, modality)
         return losses
