@@ -513,21 +513,19 @@ def sinkhorn_log(
             with _num_threads(outer_threads):
                 return fn(*args)
 
-        def col_lse(f):
+        def lse(name, potential):  # the absorbed (sparse) log-sum-exp, or the exact one where it is not finite
             if absorbed is not None:
-                lc = absorbed.col_lse(f)
-                if _all_finite(lc):
-                    return lc
+                out = getattr(absorbed, name)(potential)
+                if _all_finite(out):
+                    return out
                 absorbed.dirty = True
-            return large(log_ops.col_lse, f)
+            return large(getattr(log_ops, name), potential)
+
+        def col_lse(f):
+            return lse("col_lse", f)
 
         def row_lse(g):
-            if absorbed is not None:
-                lr = absorbed.row_lse(g)
-                if _all_finite(lr):
-                    return lr
-                absorbed.dirty = True
-            return large(log_ops.row_lse, g)
+            return lse("row_lse", g)
 
         def col_error(g, lc):  # L1 column violation of the plan (f, g), lc = col_lse(f)
             return (torch.exp(g + lc) - b_lin).abs().sum(-1)

@@ -98,13 +98,9 @@ def eval_sysu(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 20) -
         ``(cmc, mAP, mINP)``: cmc a float32 array of ``min(max_rank, num_g)`` values, mAP and mINP
         Python floats in [0, 1].
     """
-    dist = _as_distmat(distmat)
+    dist, q_pids, g_pids, max_rank, (q_labels, g_labels, num_labels) = _prepare(distmat, q_pids, g_pids, max_rank)
     num_q, num_g = dist.shape
-    q_pids, g_pids = _as_ids(q_pids, "q_pids", num_q), _as_ids(g_pids, "g_pids", num_g)
     q_camids, g_camids = _as_ids(q_camids, "q_camids", num_q), _as_ids(g_camids, "g_camids", num_g)
-    max_rank = _clamp_max_rank(max_rank, num_g)
-
-    q_labels, g_labels, num_labels = _relabel(q_pids, g_pids)
     q_cam, g_cam = _QUERY_CAM_WITHOUT_GALLERY_CAM
     removed = (q_camids == q_cam)[:, None] & (g_camids == g_cam)[None, :]  # quirk 1: pid not checked
     scores, ranked = _tie_free_scores(dist, removed)
@@ -135,12 +131,7 @@ def eval_regdb(distmat, q_pids, g_pids, max_rank: int = 20) -> Result:
         ``(cmc, mAP, mINP)``: cmc a float32 array of ``min(max_rank, num_g)`` values, mAP and mINP
         Python floats in [0, 1].
     """
-    dist = _as_distmat(distmat)
-    num_q, num_g = dist.shape
-    q_pids, g_pids = _as_ids(q_pids, "q_pids", num_q), _as_ids(g_pids, "g_pids", num_g)
-    max_rank = _clamp_max_rank(max_rank, num_g)
-
-    q_labels, g_labels, num_labels = _relabel(q_pids, g_pids)
+    dist, q_pids, g_pids, max_rank, (q_labels, g_labels, num_labels) = _prepare(distmat, q_pids, g_pids, max_rank)
     scores, ranked = _tie_free_scores(dist)
     hits = _match_statistics(ranked, _positive_scores(scores, q_labels, g_labels, num_labels))
     return _cmc(hits.first_rank, max_rank), float(hits.ap.mean()), float(hits.inp.mean())
@@ -173,6 +164,14 @@ def summarize_trials(results: Sequence[Result]) -> Dict[str, float]:
 
 
 # ----------------------------------------------------------------------------- inputs
+
+
+def _prepare(distmat, q_pids, g_pids, max_rank):
+    """Validated ``(dist, q_pids, g_pids, max_rank, (q_labels, g_labels, num_labels))`` shared by both metrics."""
+    dist = _as_distmat(distmat)
+    num_q, num_g = dist.shape
+    q_pids, g_pids = _as_ids(q_pids, "q_pids", num_q), _as_ids(g_pids, "g_pids", num_g)
+    return dist, q_pids, g_pids, _clamp_max_rank(max_rank, num_g), _relabel(q_pids, g_pids)
 
 
 def _to_numpy(x) -> np.ndarray:
