@@ -89,4 +89,5 @@ TINY_OPTS = [
     "INPUT.SIZE_TRAIN", "[64,32]", "INPUT.SIZE_TEST", "[64,32]", "SOLVER.IMS_PER_BATCH", "16",
     "DATALOADER.NUM_INSTANCE", "2", "DATALOADER.NUM_WORKERS", "0", "DATALOADER.ITERS_PER_EPOCH", "2",
     "SOLVER.WARMUP_ITERS", "0", "DATASETS.SYSU.NUM_TRIALS", "2", "TEST.EVAL_AT_START", "False",
+    "MODEL.WEIGHTS", "",  # the demo configs start from the source-pretrained model; tests from scratch
 ]

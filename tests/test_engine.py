@@ -102,3 +102,29 @@ def test_no_model_best_unless_selection_on_test_is_allowed(cfg, sysu_root, tmp_p
     trainer = VIReIDTrainer(tiny_cfg(cfg, sysu_root, tmp_path))
     trainer.train()
     assert (tmp_path / "model_final.pth").exists() and not (tmp_path / "model_best.pth").exists()
+
+
+def test_supervised_checkpoint_initialises_the_unsupervised_bn_neck(tmp_path):
+    """MODEL.WEIGHTS from a supervised (EmbeddingHead) run loads the BN-neck of the unsupervised BNNeckHead too."""
+    from fastreid.config import get_cfg
+    from fastreid.modeling import build_model
+    from fastreid.utils.checkpoint import Checkpointer
+
+    from vireid_plugins import add_vireid_config
+
+    def model_of(config):
+        c = get_cfg()
+        add_vireid_config(c)
+        c.merge_from_file(config)
+        return build_model(c)
+
+    supervised = model_of("configs/Synthetic/agw_supervised.yml")
+    bn = supervised.heads.bottleneck[0]
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.linspace(-1.0, 1.0, bn.num_features))
+        bn.weight.mul_(3.0)
+    torch.save({"model": supervised.state_dict()}, tmp_path / "supervised.pth")
+    unsupervised = model_of("configs/Synthetic/usl_baseline.yml")
+    Checkpointer(unsupervised).load(str(tmp_path / "supervised.pth"))
+    for key, value in bn.state_dict().items():
+        assert torch.equal(unsupervised.heads.bottleneck[0].state_dict()[key], value), key

@@ -49,6 +49,16 @@ def test_eval_only_without_weights_is_refused(tiny_sysu, tmp_path):
     assert proc.returncode != 0 and "MODEL.WEIGHTS" in proc.stderr
 
 
+def test_missing_model_weights_are_named(tiny_sysu, tmp_path):
+    missing = tmp_path / "no_such_model.pth"
+    cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file",
+           os.path.join(ROOT, "configs/Synthetic/dotla.yml"), "DATASETS.ROOT", str(tiny_sysu),
+           "OUTPUT_DIR", str(tmp_path / "out"), "MODEL.WEIGHTS", str(missing)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "MODEL.WEIGHTS" in proc.stderr and str(missing) in proc.stderr and "does not exist" in proc.stderr
+
+
 @pytest.mark.parametrize("period", [1])
 def test_unsupervised_resume_reproduces_pseudo_labels(tiny_sysu, tmp_path, period):
     opts = ["PSEUDO.K1", "10", "PSEUDO.PERIOD", str(period), "SOLVER.CHECKPOINT_PERIOD", "1", "TEST.EVAL_PERIOD", "0"]

@@ -6,11 +6,15 @@ Two paths on the same seeded synthetic SYSU-like features (L2-normalised, 2048-d
 * ``dense``: ``jaccard_distance_dense`` (the dense N x N reference) -> scikit-learn
   ``DBSCAN(eps, min_samples, metric="precomputed", n_jobs=-1)`` on the dense matrix.
 
-Each (modality, path) runs in its own subprocess, so the reported peak RSS (``VmHWM``, the process's resident
-high-water mark) is that path's own peak, baseline included (the interpreter, torch, ``vireid_plugins`` and the
-features; the baseline after loading them is printed too).
-The parent prints seconds per stage and in total, peak memory, the cluster / outlier counts and the adjusted
-Rand index between the two label sets (and of each against the synthetic identities).
+Each (modality, path) runs in its own fresh subprocess. Both workers import every module either path needs and
+load the same features before the clock starts; the resident high-water mark (``VmHWM``) at that point is the
+*baseline* (the interpreter, torch (~540 MiB for the CUDA build), fast-reid, ``vireid_plugins`` and the N x 2048
+features), identical for both paths. The headline *peak memory* of a path is its ``VmHWM`` at the end minus that
+baseline: the memory the algorithm itself needed. The whole-process ``VmHWM`` is printed beside it (and its
+ratio in the summary), so nothing is hidden: with a ~0.8 GiB baseline the whole-process ratio is bounded well
+below the algorithmic one.
+The parent prints seconds per stage and in total, both memory figures, the cluster / outlier counts and the
+adjusted Rand index between the two label sets (and of each against the synthetic identities).
 
 Usage (from the repository root)::
 
@@ -134,15 +138,18 @@ def run_worker(args) -> None:
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    # Import everything either path needs before measuring the baseline, so neither path pays for imports.
+    from sklearn.cluster import DBSCAN
+
+    from vireid_plugins.association.dbscan import dbscan
+    from vireid_plugins.association.jaccard import jaccard_distance, jaccard_distance_dense
+
     load_before = os.getloadavg()[0]
     feats = torch.from_numpy(np.load(args.features))
     baseline = _peak_rss_mb()
     timings = {}
     start = time.perf_counter()
     if args.worker == "ours":
-        from vireid_plugins.association.dbscan import dbscan
-        from vireid_plugins.association.jaccard import jaccard_distance
-
         device = torch.device(args.device)
         x = feats.to(device)
         if device.type == "cuda":
@@ -153,10 +160,6 @@ def run_worker(args) -> None:
         timings["dbscan"] = time.perf_counter() - t0
         extra = {"nnz": graph.nnz}
     else:
-        from sklearn.cluster import DBSCAN
-
-        from vireid_plugins.association.jaccard import jaccard_distance_dense
-
         dist = jaccard_distance_dense(feats, k1=args.k1, k2=args.k2, timings=timings).numpy()
         t0 = time.perf_counter()
         labels = DBSCAN(eps=args.eps, min_samples=args.min_samples, metric="precomputed",
@@ -193,10 +196,16 @@ def _describe(labels: np.ndarray) -> str:
     return f"{clusters} clusters, {int((labels == -1).sum())} outliers"
 
 
+def _path_peak_mb(result: dict) -> float:
+    """Peak memory the path itself needed: its process's high-water mark above the common baseline (>= 1 MiB)."""
+    return max(result["peak_rss_mb"] - result["baseline_rss_mb"], 1.0)
+
+
 def _format(path: str, result: dict) -> str:
     stages = ", ".join(f"{k} {v:.2f}" for k, v in result["stages"].items())
-    line = (f"  {path:5s}: total {result['total_s']:8.2f} s | peak RSS {result['peak_rss_mb']:8.0f} MiB "
-            f"(baseline {result['baseline_rss_mb']:.0f}) | stored pairs {result['nnz']:,} | "
+    line = (f"  {path:5s}: total {result['total_s']:8.2f} s | peak memory {_path_peak_mb(result):7.0f} MiB "
+            f"(whole process {result['peak_rss_mb']:.0f}, baseline {result['baseline_rss_mb']:.0f}) | "
+            f"stored pairs {result['nnz']:,} | "
             f"{_describe(result['labels'])}\n         stages (s): {stages}\n"
             f"         torch threads {result['threads']}, 1-min load average {result['load'][0]:.1f} -> "
             f"{result['load'][1]:.1f} (machine shared with other jobs)")
@@ -236,13 +245,15 @@ def main(argv=None) -> None:
                 ari = adjusted_rand_score(dense["labels"], ours["labels"])
                 identical = bool(np.array_equal(dense["labels"], ours["labels"]))
                 speed = dense["total_s"] / ours["total_s"]
-                memory = dense["peak_rss_mb"] / ours["peak_rss_mb"]
+                memory = _path_peak_mb(dense) / _path_peak_mb(ours)
+                whole = dense["peak_rss_mb"] / ours["peak_rss_mb"]
                 print(f"  ours vs dense: ARI {ari:.6f} (labels identical: {identical}) | "
-                      f"speed-up {speed:.2f}x | peak-memory ratio {memory:.2f}x", flush=True)
-                summary.append((modality, ari, speed, memory))
+                      f"speed-up {speed:.2f}x | peak-memory ratio {memory:.2f}x "
+                      f"(whole-process RSS ratio {whole:.2f}x)", flush=True)
+                summary.append((modality, ari, speed, memory, whole))
     if summary:
-        print("\nsummary: " + "; ".join(f"{m}: ARI {a:.4f}, {s:.2f}x faster, {r:.2f}x less peak RSS"
-                                        for m, a, s, r in summary))
+        print("\nsummary: " + "; ".join(f"{m}: ARI {a:.4f}, {s:.2f}x faster, {r:.2f}x less peak memory "
+                                        f"({w:.2f}x less whole-process RSS)" for m, a, s, r, w in summary))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 """DOTLA ablation (Table 3 of DOTLA): every row is a config of the same method, run for several seeds.
 
     python tools/run_ablation.py --config-file configs/Synthetic/dotla.yml --seeds 0 1 2 \
-        --out logs/ablation [KEY VALUE ...]
+        --out logs/ablation [--jobs 2] [KEY VALUE ...]
 
 Rows: baseline (Eq. 16 only), +DOTLA, +DOTLA+NCLR, +DOTLA+CNCR, full, and full with class marginals
 proportional to the cluster sizes. Each run is ``tools/train_net.py`` in its own process; the final
@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -46,10 +47,12 @@ def parse_log(text: str):
             "acc r->v": float(accuracy.get("infrared->visible", "nan"))}
 
 
-def run(config, out_dir, seed, row_opts, extra):
+def run(config, out_dir, seed, row_opts, extra, threads=0):
+    """One training run in its own process; ``threads > 0`` caps its torch/OpenMP threads (parallel jobs)."""
     cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file", config,
            "SEED", str(seed), "OUTPUT_DIR", out_dir, "TEST.EVAL_AT_START", "False", *row_opts, *extra]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {}))
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"run failed ({' '.join(cmd)}):\n{proc.stderr[-3000:]}")
     return parse_log(proc.stdout + proc.stderr)
@@ -77,14 +80,28 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--out", default=os.path.join(ROOT, "logs", "ablation"))
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs in parallel, each with cpu_count // jobs threads and one loader worker")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for every run")
     args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0
+    extra = args.opts + (["DATALOADER.NUM_WORKERS", "1"] if args.jobs > 1 else [])
+    runs = [(row, seed) for row in args.rows for seed in args.seeds]
+
+    def one(row_seed):
+        row, seed = row_seed
+        out_dir = os.path.join(args.out, re.sub(r"[^\w+]+", "_", row), f"seed{seed}")
+        result = run(args.config_file, out_dir, seed, ROWS[row], extra, threads)
+        print(f"{row} seed {seed}: {result}", flush=True)
+        return result
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # threads only wait on the training processes
+        results = list(pool.map(one, runs))
     scores = {}
-    for row in args.rows:
-        for seed in args.seeds:
-            out_dir = os.path.join(args.out, re.sub(r"[^\w+]+", "_", row), f"seed{seed}")
-            scores.setdefault(row, []).append(run(args.config_file, out_dir, seed, ROWS[row], args.opts))
-            print(f"{row} seed {seed}: {scores[row][-1]}", flush=True)
+    for (row, _), result in zip(runs, results):
+        scores.setdefault(row, []).append(result)
     table = format_table(scores)
     print(table)
     os.makedirs(args.out, exist_ok=True)

@@ -26,6 +26,9 @@ def add_vireid_config(cfg):
     _C.DATASETS.REGDB = CN()
     _C.DATASETS.REGDB.TRIAL = 1  # train/test split 1..10 (one model per split, as the official protocol)
     _C.DATASETS.REGDB.MODES = ("v2t", "t2v")  # visible->thermal and thermal->visible
+    # Visible-only labelled pre-training (CA / DOTLA's Market-1501 stage): every visible train image is also used
+    # as an infrared one after a channel exchange (R, G, B or grey); real infrared train images are dropped.
+    _C.DATASETS.PSEUDO_INFRARED = False
 
     # ---------------------------------------------------------------- data loading
     _C.DATALOADER.SAMPLER_TRAIN = "DualModalitySampler"  # any name in vireid SAMPLER_REGISTRY

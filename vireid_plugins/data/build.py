@@ -19,11 +19,12 @@ from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.utils import comm
 
 from .common import VIReIDDataset
-from .datasets.bases import Item
+from .datasets.bases import INFRARED, VISIBLE, Item
 from .samplers import build_train_sampler
 from .transforms import build_vireid_transforms
 
-__all__ = ["build_vireid_dataset", "train_items", "build_vireid_train_loader", "build_vireid_test_loader"]
+__all__ = ["build_vireid_dataset", "train_items", "with_pseudo_infrared", "build_vireid_train_loader",
+           "build_vireid_test_loader"]
 
 logger = logging.getLogger("fastreid.vireid.data")
 
@@ -37,15 +38,56 @@ def build_vireid_dataset(cfg, name: str, **overrides):
     return cls(root=cfg.DATASETS.ROOT, **kwargs)
 
 
+def _as_vireid_items(name: str, train) -> List[Item]:
+    """``dataset.train`` as ``(path, pid, camid, modality)`` items with integer pids and camids from 0.
+
+    Our datasets already give such items; a fast-reid visible dataset (e.g. ``Market1501``) gives
+    ``(path, pid, camid)`` with string pids such as ``"market1501_12"``: its items become visible ones, and its
+    pids and camids are numbered in sorted order.
+    """
+    if not train:
+        raise ValueError(f"DATASETS.NAMES: dataset {name!r} has no training images")
+    width = len(train[0])
+    if width == 4:
+        return [(path, int(pid), int(camid), int(modality)) for path, pid, camid, modality in train]
+    if width != 3:
+        raise ValueError(f"DATASETS.NAMES: dataset {name!r} gives train items of {width} fields; expected "
+                         "(path, pid, camid[, modality])")
+    pid_index = {pid: i for i, pid in enumerate(sorted({it[1] for it in train}, key=str))}
+    cam_index = {cam: i for i, cam in enumerate(sorted({it[2] for it in train}, key=str))}
+    return [(path, pid_index[pid], cam_index[camid], VISIBLE) for path, pid, camid in train]
+
+
+def with_pseudo_infrared(items: Sequence[Item]) -> List[Item]:
+    """Visible items, then each of them again as an infrared item (``DATASETS.PSEUDO_INFRARED``).
+
+    The infrared transform then channel-exchanges them (see :func:`build_vireid_transforms`), so a visible-only
+    labelled set trains both stems, as in the CA pre-training that DOTLA uses on Market-1501.
+    """
+    visible = [it for it in items if it[3] == VISIBLE]
+    if not visible:
+        raise ValueError("DATASETS.PSEUDO_INFRARED: the training sets have no visible images")
+    return visible + [(path, pid, camid, INFRARED) for path, pid, camid, _ in visible]
+
+
 def train_items(cfg) -> List[Item]:
-    """Train items of every dataset in ``DATASETS.NAMES``; pids of later datasets are offset so they never clash."""
+    """Train items of every dataset in ``DATASETS.NAMES``; pids of later datasets are offset so they never clash.
+
+    With ``DATASETS.PSEUDO_INFRARED`` the infrared images are replaced by the visible ones
+    (:func:`with_pseudo_infrared`).
+    """
     items, offset = [], 0
     for name in cfg.DATASETS.NAMES:
         dataset = build_vireid_dataset(cfg, name)
         if comm.is_main_process():
             dataset.show_train()
-        items.extend((path, pid + offset, camid, modality) for path, pid, camid, modality in dataset.train)
+        items.extend((path, pid + offset, camid, modality)
+                     for path, pid, camid, modality in _as_vireid_items(name, dataset.train))
         offset = max(it[1] for it in items) + 1
+    if cfg.DATASETS.PSEUDO_INFRARED:
+        items = with_pseudo_infrared(items)
+        logger.info(f"DATASETS.PSEUDO_INFRARED: {len(items) // 2} visible train images, each also used as an "
+                    "infrared one (real infrared train images dropped)")
     return items
 
 

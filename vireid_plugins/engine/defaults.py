@@ -1,4 +1,5 @@
 """Set-up helpers shared by ``tools/*.py``: argument parser, config set-up and seeding."""
+import os
 import random
 
 import numpy as np
@@ -9,7 +10,7 @@ from fastreid.utils import comm
 
 from ..config import add_vireid_config
 
-__all__ = ["vireid_argument_parser", "default_vireid_setup", "seed_everything"]
+__all__ = ["vireid_argument_parser", "default_vireid_setup", "check_weights_exist", "seed_everything"]
 
 
 def vireid_argument_parser():
@@ -27,6 +28,15 @@ def seed_everything(seed: int, rank: int = 0):
     torch.manual_seed(seed)
 
 
+def check_weights_exist(cfg) -> None:
+    """Fail early, naming the key, when ``MODEL.WEIGHTS`` names a missing local file (fast-reid's checkpointer
+    would stop later on a bare assertion)."""
+    path = cfg.MODEL.WEIGHTS
+    if path and "://" not in path and not os.path.isfile(path):
+        raise FileNotFoundError(f"MODEL.WEIGHTS: checkpoint file {path!r} does not exist (expected a fast-reid "
+                                "checkpoint .pth; the synthetic demos make theirs with `make source-pretrain`)")
+
+
 def default_vireid_setup(args):
     """Config (fast-reid defaults + vireid keys + file + opts), logging, output dir, then seeding."""
     cfg = get_cfg()
@@ -35,6 +45,7 @@ def default_vireid_setup(args):
         cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.freeze()
+    check_weights_exist(cfg)
     default_setup(cfg, args)  # logging, config dump; it also seeds at random, which seed_everything overrides
     seed_everything(cfg.SEED, comm.get_rank())
     return cfg

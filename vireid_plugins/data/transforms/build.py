@@ -4,7 +4,9 @@ Call contract: ``build_vireid_transforms(cfg, is_train) -> {VISIBLE: Compose, IN
 common prefix is exactly fast-reid's ``build_transforms`` (resize, pad + crop, flip, colour jitter,
 random erasing, ...; all ``INPUT.*`` keys), producing ``3 x H x W`` float tensors on the 0-255 scale;
 ``INPUT.CA.*`` then appends, at training time only, ``ChannelRandomErasing`` (both modalities),
-``ChannelExchange`` (visible) and ``ChannelAdapGray`` (infrared).
+``ChannelExchange`` (visible) and ``ChannelAdapGray`` (infrared). With ``DATASETS.PSEUDO_INFRARED`` the
+infrared transform starts its tensor stage with ``ChannelExchange(gray=3, prob=1)`` (one of R, G, B or the
+grey), which turns a visible image into a one-channel "infrared" one and leaves a real infrared image as it is.
 """
 from typing import Dict
 
@@ -42,6 +44,8 @@ def build_vireid_transforms(cfg, is_train: bool = True) -> Dict[int, T.Compose]:
         return {VISIBLE: T.Compose(common), INFRARED: T.Compose(common)}
     ca = cfg.INPUT.CA
     visible, infrared = list(common), list(common)
+    if cfg.DATASETS.PSEUDO_INFRARED:
+        infrared.append(ChannelExchange(gray=3, prob=1.0))
     if ca.RANDOM_ERASING.ENABLED:
         erasing = ChannelRandomErasing(ca.RANDOM_ERASING.PROB, ca.RANDOM_ERASING.AREA,
                                        ca.RANDOM_ERASING.MIN_ASPECT, ca.RANDOM_ERASING.MEAN)

@@ -21,7 +21,9 @@ class BNNeckHead(nn.Module):
         if not hasattr(pooling, pool_type):
             raise ValueError(f"MODEL.HEADS.POOL_LAYER: unknown pooling {pool_type!r}")
         self.pool_layer = getattr(pooling, pool_type)()
-        self.bottleneck = get_norm(norm_type, feat_dim, bias_freeze=True)
+        # nn.Sequential, as in fast-reid's EmbeddingHead (without an embedding layer), so the state-dict keys
+        # (``heads.bottleneck.0.*``) match: a supervised fast-reid checkpoint initialises this BN-neck too.
+        self.bottleneck = nn.Sequential(get_norm(norm_type, feat_dim, bias_freeze=True))
         self.bottleneck.apply(weights_init_kaiming)
 
     @classmethod
