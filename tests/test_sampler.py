@@ -81,8 +81,11 @@ def test_bad_arguments_are_explained():
         DualModalitySampler(labels, modalities, 10, 4)
     few = take(DualModalitySampler(labels, modalities, 24, 4), 24)  # 2 labels for P = 3: labels repeat
     assert Counter(modalities[i] for i in few) == {0: 12, 1: 12} and len({labels[i] for i in few}) == 2
-    with pytest.raises(ValueError, match="no usable label"):
+    with pytest.raises(ValueError, match="no usable label") as error:
         DualModalitySampler([-1] * len(labels), modalities, 8, 4)
+    assert "PSEUDO_INFRARED" not in str(error.value)  # the images are there, only unlabelled
+    with pytest.raises(ValueError, match=r"modality 1 \(infrared\) and no image at all.*PSEUDO_INFRARED"):
+        DualModalitySampler(labels, [0] * len(labels), 8, 4)
     with pytest.raises(ValueError, match="pairing"):
         DualModalitySampler(labels, modalities, 8, 4, pairing="mixed")
 

@@ -28,7 +28,7 @@ from fastreid.data.samplers.triplet_sampler import reorder_index
 from fastreid.utils import comm
 from torch.utils.data.sampler import Sampler
 
-from ..datasets.bases import INFRARED, VISIBLE
+from ..datasets.bases import INFRARED, MODALITY_NAMES, VISIBLE
 from .build import SAMPLER_REGISTRY, sampler_seed
 
 __all__ = ["DualModalitySampler"]
@@ -71,9 +71,13 @@ class DualModalitySampler(Sampler):
         self.pairing = pairing
         self.pools = {m: shared if pairing == "shared" else sorted(self.index_by_label[m])
                       for m in (VISIBLE, INFRARED)}
+        present = set(int(x) for x in modalities)
         for m, pool in self.pools.items():
             if not len(pool):
-                raise ValueError(f"DualModalitySampler ({pairing}): no usable label in modality {m}")
+                hint = (" and no image at all: a visible-only training set needs DATASETS.PSEUDO_INFRARED True"
+                        if m not in present else "")
+                raise ValueError(f"DualModalitySampler ({pairing}): no usable label in modality {m} "
+                                 f"({MODALITY_NAMES[m]}){hint}")
             if len(pool) < self.num_labels_per_batch * self._world_size:
                 logger.warning(f"DualModalitySampler ({pairing}): only {len(pool)} labels in modality {m} for "
                                f"P x world_size = {self.num_labels_per_batch} x {self._world_size}: labels repeat "
