@@ -64,7 +64,6 @@ def dotla_targets(cfg, classifiers, feats: Dict[int, torch.Tensor], labels: Dict
         cluster_sizes_vis=sizes[VISIBLE], cluster_sizes_ir=sizes[INFRARED], tol=d.TOL, max_iter=d.MAX_ITER)
     assigned = {INFRARED: result.ir_to_vis_labels.cpu(), VISIBLE: result.vis_to_ir_labels.cpu()}
     out = {"cross": {}, "soft": {}, "noisy": {}}
-    unit = {m: F.normalize(feats[m].float(), dim=1) for m in MODALITY_NAMES}
     for m in MODALITY_NAMES:
         o, k = _OTHER[m], num_classes[_OTHER[m]]
         cross = torch.full_like(labels[m], -1)
@@ -73,7 +72,7 @@ def dotla_targets(cfg, classifiers, feats: Dict[int, torch.Tensor], labels: Dict
         noisy = torch.zeros(len(labels[m]), dtype=torch.bool)
         if d.NCLR.ENABLED:
             refined = refine_labels_by_neighbours(
-                assigned[m], k, unit[m][clustered[m]], unit[o], labels[o], k=d.NCLR.K, tau=d.NCLR.TAU,
+                assigned[m], k, feats[m][clustered[m]], feats[o], labels[o], k=d.NCLR.K, tau=d.NCLR.TAU,
                 gamma=d.NCLR.GAMMA)
             soft[clustered[m]], noisy[clustered[m]] = refined.soft_labels, refined.noisy
         else:

@@ -71,11 +71,10 @@ class DualModalitySampler(Sampler):
         self.pairing = pairing
         self.pools = {m: shared if pairing == "shared" else sorted(self.index_by_label[m])
                       for m in (VISIBLE, INFRARED)}
-        present = set(int(x) for x in modalities)
         for m, pool in self.pools.items():
             if not len(pool):
                 hint = (" and no image at all: a visible-only training set needs DATASETS.PSEUDO_INFRARED True"
-                        if m not in present else "")
+                        if m not in set(int(x) for x in modalities) else "")
                 raise ValueError(f"DualModalitySampler ({pairing}): no usable label in modality {m} "
                                  f"({MODALITY_NAMES[m]}){hint}")
             if len(pool) < self.num_labels_per_batch * self._world_size:
