@@ -23,6 +23,7 @@ def add_vireid_config(cfg):
     _C.DATASETS.SYSU.MODES = ("all", "indoor")  # search modes evaluated on SYSU-MM01
     _C.DATASETS.SYSU.NUM_TRIALS = 10  # random single-shot gallery draws (official seeds 0..N-1)
     _C.DATASETS.SYSU.GALLERY_SHOT = "single"  # "single" (1 image per id per cam) or "multi" (10)
+    _C.DATASETS.SYSU.WITHIN_MODALITY = False  # also report v2v / i2i retrieval on the test ids (not official)
     _C.DATASETS.REGDB = CN()
     _C.DATASETS.REGDB.TRIAL = 1  # train/test split 1..10 (one model per split, as the official protocol)
     _C.DATASETS.REGDB.MODES = ("v2t", "t2v")  # visible->thermal and thermal->visible

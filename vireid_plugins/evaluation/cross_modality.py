@@ -15,7 +15,7 @@ import torch
 from ..data.datasets.bases import Item
 from .build import EVALUATOR_REGISTRY
 from .features import FeatureCollector
-from .rank import eval_regdb, eval_sysu, summarize_trials
+from .rank import eval_cross_camera, eval_regdb, eval_sysu, summarize_trials
 
 __all__ = ["CrossModalityEvaluator", "SYSUEvaluator", "RegDBEvaluator"]
 
@@ -53,18 +53,29 @@ class CrossModalityEvaluator(FeatureCollector):
 
 @EVALUATOR_REGISTRY.register()
 class SYSUEvaluator(CrossModalityEvaluator):
-    """SYSU-MM01: infrared queries against ``DATASETS.SYSU.NUM_TRIALS`` random visible galleries per mode."""
+    """SYSU-MM01: infrared queries against ``DATASETS.SYSU.NUM_TRIALS`` random visible galleries per mode.
+
+    With ``DATASETS.SYSU.WITHIN_MODALITY`` it also reports modes ``v2v`` and ``i2i`` (visible->visible and
+    infrared->infrared on the test ids, :meth:`SYSUMM01.within_modality_runs`, Market-1501 rule).
+    """
 
     def __init__(self, cfg, dataset):
         modes, num_trials = tuple(cfg.DATASETS.SYSU.MODES), cfg.DATASETS.SYSU.NUM_TRIALS
-        query, pool = dataset.query, dataset.gallery_pool(modes)
-        position = {it[0]: len(query) + i for i, it in enumerate(pool)}
-        query_idx = np.arange(len(query))
-        runs = {
-            mode: [(query_idx, np.asarray([position[it[0]] for it in gallery])) for gallery in galleries]
-            for mode, galleries in dataset.trial_galleries(modes, num_trials, cfg.DATASETS.SYSU.GALLERY_SHOT).items()
-        }
+        shot, within = cfg.DATASETS.SYSU.GALLERY_SHOT, cfg.DATASETS.SYSU.WITHIN_MODALITY
+        query, pool = dataset.query, dataset.gallery_pool(modes + (("all",) if within else ()))
+        position = {it[0]: i for i, it in enumerate(query + pool)}
+
+        def indices(items):
+            return np.asarray([position[it[0]] for it in items])
+
+        query_idx = indices(query)
+        runs = {mode: [(query_idx, indices(gallery)) for gallery in galleries]
+                for mode, galleries in dataset.trial_galleries(modes, num_trials, shot).items()}
+        if within:
+            for mode, (queries, galleries) in dataset.within_modality_runs(num_trials, shot).items():
+                runs[mode] = [(indices(queries), indices(gallery)) for gallery in galleries]
         super().__init__(query + pool, runs)
+        self.modalities = np.asarray([it[3] for it in self.items])
         self.max_rank = min([self.max_rank] + [self._rankable(q, g) for rs in runs.values() for q, g in rs])
 
     def _rankable(self, query, gallery) -> int:
@@ -74,8 +85,11 @@ class SYSUEvaluator(CrossModalityEvaluator):
         return min(len(np.unique(k)) for k in kept)
 
     def rank(self, distmat, query, gallery):
-        return eval_sysu(distmat, self.pids[query], self.pids[gallery], self.camids[query], self.camids[gallery],
-                         max_rank=self.max_rank)
+        # within-modality runs (DATASETS.SYSU.WITHIN_MODALITY) use the Market-1501 same-camera rule
+        same_modality = np.union1d(self.modalities[query], self.modalities[gallery]).size == 1
+        metric = eval_cross_camera if same_modality else eval_sysu
+        return metric(distmat, self.pids[query], self.pids[gallery], self.camids[query], self.camids[gallery],
+                      max_rank=self.max_rank)
 
 
 @EVALUATOR_REGISTRY.register()

@@ -37,6 +37,11 @@ Quirks of the reference code, all reproduced:
 RegDB uses the standard CMC (no deduplication) and removes nothing (its removal rule can never
 fire); AP and INP are computed exactly as for SYSU.
 
+:func:`eval_cross_camera` is the single-modality Market-1501 rule (fast-reid's ``eval_market1501``): a
+query drops the gallery items of its own identity *and* camera, so every match is found across cameras;
+standard CMC over the kept list. It measures within-modality retrieval (visible->visible,
+infrared->infrared) with the same AP / INP / CMC code.
+
 Other choices:
 
 * **Ties.** The reference ranks with ``np.argsort(distmat, axis=1)`` (quicksort, not stable), so
@@ -68,7 +73,7 @@ from typing import Dict, NamedTuple, Sequence, Tuple
 import numpy as np
 import torch
 
-__all__ = ["eval_sysu", "eval_regdb", "summarize_trials"]
+__all__ = ["eval_sysu", "eval_regdb", "eval_cross_camera", "summarize_trials"]
 
 Result = Tuple[np.ndarray, float, float]
 
@@ -133,6 +138,28 @@ def eval_regdb(distmat, q_pids, g_pids, max_rank: int = 20) -> Result:
     """
     dist, q_pids, g_pids, max_rank, (q_labels, g_labels, num_labels) = _prepare(distmat, q_pids, g_pids, max_rank)
     scores, ranked = _tie_free_scores(dist)
+    hits = _match_statistics(ranked, _positive_scores(scores, q_labels, g_labels, num_labels))
+    return _cmc(hits.first_rank, max_rank), float(hits.ap.mean()), float(hits.inp.mean())
+
+
+def eval_cross_camera(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 20) -> Result:
+    """Market-1501 metrics: a query drops the gallery items of its own identity and camera; standard CMC.
+
+    Args:
+        distmat: (num_q, num_g) distances, smaller = more similar (numpy array or torch tensor).
+        q_pids, q_camids: (num_q,) query identities and cameras.
+        g_pids, g_camids: (num_g,) gallery identities and cameras.
+        max_rank: length of the CMC curve (clamped to num_g, see the module docstring).
+
+    Returns:
+        ``(cmc, mAP, mINP)`` as :func:`eval_regdb`; queries whose identity is seen by no other camera
+        of the gallery are not valid (they count nowhere).
+    """
+    dist, q_pids, g_pids, max_rank, (q_labels, g_labels, num_labels) = _prepare(distmat, q_pids, g_pids, max_rank)
+    num_q, num_g = dist.shape
+    q_camids, g_camids = _as_ids(q_camids, "q_camids", num_q), _as_ids(g_camids, "g_camids", num_g)
+    removed = (q_pids[:, None] == g_pids[None, :]) & (q_camids[:, None] == g_camids[None, :])
+    scores, ranked = _tie_free_scores(dist, removed)
     hits = _match_statistics(ranked, _positive_scores(scores, q_labels, g_labels, num_labels))
     return _cmc(hits.first_rank, max_rank), float(hits.ap.mean()), float(hits.inp.mean())
 

@@ -13,6 +13,9 @@ Protocol (Wu et al.; mangye16/Cross-Modal-Re-ID-baseline ``data_manager.py``):
 * gallery = per trial ``t``, with Python's ``random.seed(t)``, for each test id in sorted order and each
   visible camera of the mode in order (all: 1, 2, 4, 5; indoor: 1, 2), ``random.choice`` of one image
   of the sorted folder listing (single-shot) or ``random.sample`` of 10 (multi-shot).
+
+Not part of the official protocol, :meth:`SYSUMM01.within_modality_runs` gives visible->visible and
+infrared->infrared retrieval on the test ids, to measure how much harder the cross-modality task is.
 """
 import os
 import random
@@ -100,15 +103,19 @@ class SYSUMM01(VIReIDImageDataset):
     def sample_gallery(self, mode: str = "all", trial: int = 0, shot: str = "single") -> List[Item]:
         """The official random gallery of one trial (see the module docstring)."""
         self._check_protocol(mode, shot)
+        return self._draw(SYSU_GALLERY_CAMS[mode], trial, shot)
+
+    def _draw(self, cams: Sequence[int], trial: int, shot: str) -> List[Item]:
         rng = random.Random(trial)  # same stream as the reference's random.seed(trial)
         gallery = []
         for pid in sorted(self.test_ids):
-            for cam in SYSU_GALLERY_CAMS[mode]:
+            for cam in cams:
                 files = self._files(cam, pid)
                 if not files:
                     continue
                 picked = [rng.choice(files)] if shot == "single" else rng.sample(files, min(MULTI_SHOT, len(files)))
-                gallery.extend((path, pid, cam, VISIBLE) for path in picked)
+                modality = INFRARED if cam in SYSU_INFRARED_CAMS else VISIBLE
+                gallery.extend((path, pid, cam, modality) for path in picked)
         return gallery
 
     def gallery_pool(self, modes: Sequence[str] = ("all", "indoor")) -> List[Item]:
@@ -119,3 +126,13 @@ class SYSUMM01(VIReIDImageDataset):
     def trial_galleries(self, modes: Sequence[str], num_trials: int, shot: str = "single") -> Dict[str, List]:
         """``{mode: [gallery of trial 0, ..., trial num_trials-1]}``."""
         return {mode: [self.sample_gallery(mode, t, shot) for t in range(num_trials)] for mode in modes}
+
+    # ---------------------------------------------------------------- within-modality retrieval (not official)
+    def within_modality_runs(self, num_trials: int, shot: str = "single") -> Dict[str, tuple]:
+        """``{"v2v": (queries, galleries), "i2i": (queries, galleries)}``: every visible (infrared) test image
+        against, per trial, the same draw as the official galleries from the visible (infrared) cameras (the
+        v2v galleries are the all-search ones); scored with the Market-1501 same-camera rule."""
+        self._check_protocol("all", shot)
+        visible = self._collect(self.test_ids, SYSU_VISIBLE_CAMS)
+        return {"v2v": (visible, [self.sample_gallery("all", t, shot) for t in range(num_trials)]),
+                "i2i": (self.query, [self._draw(SYSU_INFRARED_CAMS, t, shot) for t in range(num_trials)])}
