@@ -47,11 +47,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     overrides.add_argument("--val-fraction", type=float, help="SYSU: share of train+val ids in val_id.txt")
     overrides.add_argument("--trials", type=int, help="RegDB: number of train/test splits")
     overrides.add_argument("--occlusion-prob", type=float, help="probability of an occluding block per image")
-    return parser.parse_args(argv)
+    overrides.add_argument("--shared-ir", type=float,
+                           help="share of garment infrared intensity that follows from the visible colour (0-1)")
+    overrides.add_argument("--pattern-freq", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                           help="garment pattern frequencies, cycles per figure height")
+    overrides.add_argument("--clutter", type=int, nargs=2, metavar=("LOW", "HIGH"),
+                           help="background clutter shapes per image, LOW <= n < HIGH")
+    overrides.add_argument("--pose-jitter", type=float, help="scale of the per-image pose variation")
+    overrides.add_argument("--count-jitter", type=int, help="SYSU: +- spread of the images per (id, camera)")
+    args = parser.parse_args(argv)
+    for name in ("pattern_freq", "clutter"):  # dataclass fields are tuples
+        if getattr(args, name) is not None:
+            setattr(args, name, tuple(getattr(args, name)))
+    return args
 
 
 OVERRIDES = ("ids", "test_ids", "height", "width", "vis_per_cam", "ir_per_cam", "val_fraction", "trials",
-             "occlusion_prob")
+             "occlusion_prob", "shared_ir", "pattern_freq", "clutter", "pose_jitter", "count_jitter")
 
 
 def main(argv: list[str] | None = None) -> dict:

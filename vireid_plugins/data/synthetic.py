@@ -18,9 +18,14 @@ parts in *figure coordinates* ``(u, v)``: ``v`` runs from the top of the head (0
   placed consistently (hat; shoulder bag with its strap, backpack straps or hand bag on a fixed side);
 * cues seen in ONE modality only: a visible palette (RGB colour of every material and of both pattern
   phases) and an independent thermal palette (emissivity of every material, rendered as a single-channel
-  intensity). The two palettes are sampled independently, so the infrared brightness of a garment is
-  not a function of its visible colour: skin is warm (bright) and bags are cold (dark) whatever their
-  colour, and garment emissivities are uniform draws.
+  intensity). With ``shared_ir = 0`` the two palettes are independent, so the infrared brightness of a
+  garment is not a function of its visible colour: skin is warm (bright) and bags are cold (dark) whatever
+  their colour, and garment emissivities are uniform draws. With ``shared_ir = s > 0`` the infrared
+  intensity of garments, shoes, hat and bag is ``(1 - s) x`` its emissivity draw ``+ s x`` the fixed
+  near-infrared response of its visible colour (:func:`nir_response`, :data:`NIR_WEIGHTS`: reds bright,
+  greens dark; unlike grey luminance), so a model *can* learn to predict infrared brightness from colour
+  (a supervised model does), while a model that only saw grey or single-channel copies of visible images
+  cannot match it directly (the source-pretrained start of the demo).
 
 An image is rendered per (identity, camera, image index): a per-camera style (:class:`CameraStyle`: wall
 and floor background, horizon, zoom, gain, colour tint or sensor offset, blur and noise; SYSU cameras 1
@@ -36,6 +41,23 @@ processes or on the order of rendering, and the same arguments always give byte-
 (fixed JPEG quality, no timestamps). :func:`generate` writes into a temporary sibling ``DIR.tmp-XXXX``
 and renames it to ``DIR`` at the end, and refuses to touch a non-empty ``DIR`` unless ``overwrite``.
 
+Knobs
+-----
+:class:`SyntheticParams` holds every knob (each can be overridden, also from ``tools/make_synthetic_vireid.py``):
+
+* size: ``ids`` / ``test_ids`` (identities), ``height`` x ``width`` (rendered size; the loaders resize),
+  ``vis_per_cam`` / ``ir_per_cam`` (images per id per camera it appears in), ``count_jitter`` (the per
+  (id, camera) count varies by up to +- that much), ``vis_cam_prob`` / ``ir_cam_prob`` (how many cameras
+  see an id);
+* modality gap: ``shared_ir`` (above; 0 = the widest gap, only geometry is shared);
+* what the shared geometry looks like: ``pattern_freq`` (stripe / check frequencies; low ones survive small
+  images and infrared blur);
+* nuisances: ``clutter`` (background shapes per image), ``pose_jitter`` (scale of the pose variation),
+  ``occlusion_prob`` (occluding blocks).
+
+Knobs at their defaults draw exactly the random numbers of earlier versions, so a preset that does not set
+them gives byte-identical images.
+
 Presets
 -------
 :data:`PRESETS` maps a preset name to per-layout :class:`SyntheticParams`; any field can be overridden:
@@ -43,8 +65,18 @@ Presets
 * ``tiny`` (unit tests, about a second): SYSU 8 train+val (6 train, 2 val) + 4 test ids, 64x32 images,
   2 images per id per visible camera and 3 per infrared camera; RegDB 12 ids (6 test per trial),
   4 visible + 4 thermal images per id, 64x32.
-* ``demo`` (CPU training in minutes): SYSU 64 (48 train, 16 val) + 32 test ids, 128x64, 3 images per
-  visible and 4 per infrared camera; RegDB 64 ids (32 test per trial), 10 + 10 images, 128x64.
+* ``demo`` (the proving ground: CPU training in minutes, where methods can show their effect): SYSU 128
+  (96 train, 32 val) + 48 test ids, 128x64 (trained at 64x32), 4 +- 2 images per id per visible camera and
+  5 +- 2 per infrared camera (about 1,600 visible + 1,100 infrared train+val images), ``shared_ir``
+  0.9, patterns of 3-8 cycles per figure height; RegDB 64 ids (32 test per trial), 10 + 10 images,
+  128x64, the same ``shared_ir`` and patterns. Measured in ``docs/demo.md``: supervised AGW learns the
+  cross-modality task (all-search mAP about 40 after 1,000 CPU iterations), a visible-only source
+  pre-training does not (about 11), HOG of the grey image gives about 18, and within-modality retrieval is
+  far easier than cross-modality.
+* ``demo-v1`` (the former ``demo``): SYSU 64 (48 train, 16 val) + 32 test ids, 128x64, 3 images per visible
+  and 4 per infrared camera, independent palettes (``shared_ir`` 0), patterns of 7-16 cycles; RegDB 64 ids
+  (32 test per trial), 10 + 10 images, 128x64. Nothing learns the cross-modality task on it at demo
+  budgets: supervised AGW stays at the level of the untrained HOG descriptor.
 * ``sysu-scale`` (GPU throughput work): SYSU 395 (296 train, 99 val) + 96 test ids, 288x144, 19 images per
   visible and 18 per infrared camera an id appears in (about 22k visible and 12k infrared train+val
   images, like the real set); RegDB at real size: 412 ids, 206 test per trial, 10 + 10 images, 128x64.
@@ -140,6 +172,16 @@ class SyntheticParams:
         (every id gets at least one of each; test ids always appear in cam3 and in cam1 or cam2).
     trials: RegDB number of random train/test splits (``idx/*_{1..trials}.txt``).
     occlusion_prob: probability that an image gets an occluding block over part of the body.
+    shared_ir: share of the infrared intensity of garments, shoes, hat and bag that follows from their
+        visible colour through the fixed near-infrared response :func:`nir_response` (the rest is an
+        independent emissivity draw): 0 = independent palettes (widest modality gap), 1 = infrared
+        brightness fully predictable from colour (by a rule that is not grey luminance).
+    pattern_freq: ``(low, high)`` range of garment pattern frequencies, cycles per figure height; low
+        frequencies stay legible in small images and in the blurrier infrared images.
+    clutter: ``(low, high)``: each image gets ``low <= n < high`` background clutter shapes.
+    pose_jitter: scale of the per-image pose variation (shift, scale, stride, arm swing, head offset).
+    count_jitter: SYSU images per (id, camera) drawn uniformly in ``[n - count_jitter, n + count_jitter]``
+        (at least 1) around ``vis_per_cam`` / ``ir_per_cam``, so ids differ in images per modality and camera.
     """
 
     ids: int
@@ -153,6 +195,11 @@ class SyntheticParams:
     ir_cam_prob: float = 0.8
     trials: int = 10
     occlusion_prob: float = 0.1
+    shared_ir: float = 0.0
+    pattern_freq: tuple[float, float] = (7.0, 16.0)
+    clutter: tuple[int, int] = (3, 9)
+    pose_jitter: float = 1.0
+    count_jitter: int = 0
 
     def validate(self, layout: str) -> None:
         """Raise ``ValueError`` if the parameters cannot produce a valid ``layout`` dataset."""
@@ -165,11 +212,19 @@ class SyntheticParams:
             (0.0 < self.vis_cam_prob <= 1.0 and 0.0 < self.ir_cam_prob <= 1.0, "camera probs in (0, 1]"),
             (self.trials >= 1, "trials must be >= 1"),
             (0.0 <= self.occlusion_prob <= 1.0, "occlusion_prob must be in [0, 1]"),
+            (0.0 <= self.shared_ir <= 1.0, "shared_ir must be in [0, 1]"),
+            (len(self.pattern_freq) == 2 and 0.0 < self.pattern_freq[0] <= self.pattern_freq[1],
+             "pattern_freq must be (low, high) with 0 < low <= high"),
+            (len(self.clutter) == 2 and 0 <= self.clutter[0] < self.clutter[1], "clutter must be (low, high), "
+             "0 <= low < high"),
+            (self.pose_jitter >= 0.0, "pose_jitter must be >= 0"),
+            (self.count_jitter >= 0, "count_jitter must be >= 0"),
         ]
         if layout == "regdb":
             checks.append((self.test_ids < self.ids, "RegDB test_ids must be smaller than ids"))
         if layout == "sysu":
-            checks.append((max(self.vis_per_cam, self.ir_per_cam) <= 9999, "at most 9999 images per camera"))
+            checks.append((max(self.vis_per_cam, self.ir_per_cam) + self.count_jitter <= 9999,
+                           "at most 9999 images per camera"))
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"invalid {layout} parameters {self}: {message}")
@@ -181,8 +236,16 @@ PRESETS: dict[str, dict[str, SyntheticParams]] = {
         "sysu": SyntheticParams(ids=8, test_ids=4, height=64, width=32, vis_per_cam=2, ir_per_cam=3),
         "regdb": SyntheticParams(ids=12, test_ids=6, height=64, width=32, vis_per_cam=4, ir_per_cam=4),
     },
-    # CPU training demo: a few minutes of training, seconds of generation.
+    # The proving ground (docs/demo.md): the cross-modality task is learnable in CPU minutes, yet not by a
+    # visible-only source model, and clearly harder than within-modality retrieval.
     "demo": {
+        "sysu": SyntheticParams(ids=128, test_ids=48, height=128, width=64, vis_per_cam=4, ir_per_cam=5,
+                                shared_ir=0.9, pattern_freq=(3.0, 8.0), count_jitter=2),
+        "regdb": SyntheticParams(ids=64, test_ids=32, height=128, width=64, vis_per_cam=10, ir_per_cam=10,
+                                 shared_ir=0.9, pattern_freq=(3.0, 8.0)),
+    },
+    # The first demo set (independent palettes): the cross-modality task is not learnable at demo budgets.
+    "demo-v1": {
         "sysu": SyntheticParams(ids=64, test_ids=32, height=128, width=64, vis_per_cam=3, ir_per_cam=4),
         "regdb": SyntheticParams(ids=64, test_ids=32, height=128, width=64, vis_per_cam=10, ir_per_cam=10),
     },
@@ -275,10 +338,11 @@ def _hsv(rng: np.random.Generator, h=(0.0, 1.0), s=(0.0, 1.0), v=(0.0, 1.0)) -> 
 _PATTERNS = ("plain", "hstripes", "vstripes", "diagonal", "checks")
 
 
-def _sample_garment(rng: np.random.Generator, kinds: tuple[str, ...], probs: tuple[float, ...]) -> Garment:
+def _sample_garment(rng: np.random.Generator, kinds: tuple[str, ...], probs: tuple[float, ...],
+                    freq: tuple[float, float] = (7.0, 16.0)) -> Garment:
     kind = str(rng.choice(kinds, p=probs))
     angle = {"hstripes": math.pi / 2, "vstripes": 0.0}.get(kind, rng.choice([-1, 1]) * rng.uniform(0.5, 1.1))
-    return Garment(kind, rng.uniform(7.0, 16.0), float(angle), rng.uniform(0.35, 0.65), rng.uniform(0.0, 1.0))
+    return Garment(kind, rng.uniform(*freq), float(angle), rng.uniform(0.35, 0.65), rng.uniform(0.0, 1.0))
 
 
 def _sample_accessory(rng: np.random.Generator, prob: float, kinds: tuple[str, ...]) -> Accessory | None:
@@ -316,12 +380,37 @@ def _sample_palette_ir(rng: np.random.Generator) -> np.ndarray:
     return pal.reshape(2 * N_MATERIALS, 1)
 
 
-def sample_identity(rng: np.random.Generator, pid: int = 0) -> Identity:
-    """Draw one identity (see the module docstring for what is shared and what is modality-specific)."""
+#: Near-infrared response of dyes, ``clip(rgb @ weights + bias)``: reds and magentas bright, greens dark. Over
+#: the garment colours it correlates 0.84 with the red channel but only 0.36 with grey luminance, so grey or
+#: single-channel copies of visible images only approximate the infrared ones.
+NIR_WEIGHTS, NIR_BIAS = np.array([0.9, -0.6, 0.3], np.float32), np.float32(0.3)
+_NIR_MATERIALS = (UPPER, LOWER, SHOES, HAT, BAG)  # skin and hair keep their thermal (body heat) intensity
+
+
+def nir_response(rgb: np.ndarray) -> np.ndarray:
+    """``(..., 3)`` visible colours in ``[0, 1]`` -> ``(..., 1)`` near-infrared intensities in ``[0.05, 0.95]``."""
+    return np.clip(rgb @ NIR_WEIGHTS + NIR_BIAS, 0.05, 0.95)[..., None].astype(np.float32)
+
+
+def _share_ir(palette_ir: np.ndarray, palette_rgb: np.ndarray, shared: float) -> np.ndarray:
+    """Blend the independent infrared palette with :func:`nir_response` of the visible one (``shared_ir``)."""
+    rows = np.asarray([2 * m + phase for m in _NIR_MATERIALS for phase in (0, 1)])
+    out = palette_ir.copy()
+    out[rows] = (1.0 - shared) * palette_ir[rows] + shared * nir_response(palette_rgb[rows])
+    return out
+
+
+def sample_identity(rng: np.random.Generator, pid: int = 0, shared_ir: float = 0.0,
+                    pattern_freq: tuple[float, float] = (7.0, 16.0)) -> Identity:
+    """Draw one identity (see the module docstring for what is shared and what is modality-specific).
+
+    ``shared_ir`` and ``pattern_freq`` are the :class:`SyntheticParams` fields; the random draws do not depend
+    on them, so an identity differs between two values only in what they control.
+    """
     shoulder_w = rng.uniform(0.095, 0.15)
-    upper = _sample_garment(rng, _PATTERNS, (0.3, 0.2, 0.15, 0.2, 0.15))
-    lower = _sample_garment(rng, _PATTERNS, (0.6, 0.1, 0.1, 0.1, 0.1))
-    return Identity(
+    upper = _sample_garment(rng, _PATTERNS, (0.3, 0.2, 0.15, 0.2, 0.15), pattern_freq)
+    lower = _sample_garment(rng, _PATTERNS, (0.6, 0.1, 0.1, 0.1, 0.1), pattern_freq)
+    ident = Identity(
         pid=pid,
         height_frac=rng.uniform(0.76, 0.92),
         head_r=rng.uniform(0.055, 0.072),
@@ -340,6 +429,9 @@ def sample_identity(rng: np.random.Generator, pid: int = 0) -> Identity:
         palette_rgb=_sample_palette_rgb(rng),
         palette_ir=_sample_palette_ir(rng),
     )
+    if shared_ir > 0.0:
+        ident = dataclasses.replace(ident, palette_ir=_share_ir(ident.palette_ir, ident.palette_rgb, shared_ir))
+    return ident
 
 
 @dataclass(frozen=True)
@@ -395,11 +487,15 @@ class Pose:
     head_dx: float  # in figure heights
 
 
-def sample_pose(rng: np.random.Generator) -> Pose:
-    """Per-image pose jitter."""
-    return Pose(dx=rng.uniform(-0.06, 0.06), dy=rng.uniform(-0.03, 0.03), scale=rng.uniform(0.93, 1.04),
-                flip=bool(rng.random() < 0.5), stride=rng.uniform(0.0, 0.14), swing=rng.uniform(-0.05, 0.15),
-                head_dx=rng.uniform(-0.012, 0.012))
+def sample_pose(rng: np.random.Generator, jitter: float = 1.0) -> Pose:
+    """Per-image pose jitter; ``jitter`` (``SyntheticParams.pose_jitter``) scales every range (1: as drawn)."""
+    dx, dy, scale = rng.uniform(-0.06, 0.06), rng.uniform(-0.03, 0.03), rng.uniform(0.93, 1.04)
+    flip, stride, swing = bool(rng.random() < 0.5), rng.uniform(0.0, 0.14), rng.uniform(-0.05, 0.15)
+    head_dx = rng.uniform(-0.012, 0.012)
+    if jitter != 1.0:
+        dx, dy, scale, stride, swing, head_dx = (jitter * dx, jitter * dy, 1.0 + jitter * (scale - 1.0),
+                                                 jitter * stride, jitter * swing, jitter * head_dx)
+    return Pose(dx=dx, dy=dy, scale=scale, flip=flip, stride=stride, swing=swing, head_dx=head_dx)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -547,13 +643,15 @@ def _noise_bank(height: int, width: int, channels: int) -> np.ndarray:
     return rng.standard_normal((2 * height, 2 * width, channels), dtype=np.float32)
 
 
-def _background(camera: CameraStyle, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """Wall and floor with smooth texture and random clutter shapes, ``(height, width, channels)``."""
+def _background(camera: CameraStyle, rng: np.random.Generator, height: int, width: int,
+                clutter: tuple[int, int] = (3, 9)) -> np.ndarray:
+    """Wall and floor with smooth texture and ``clutter[0] <= n < clutter[1]`` random clutter shapes,
+    ``(height, width, channels)``."""
     c = camera.channels
     horizon = min(height, max(0, round(height * (camera.horizon + rng.uniform(-0.05, 0.05)))))
     img = np.empty((height, width, c), np.float32)
     img[:horizon], img[horizon:] = camera.wall, camera.floor
-    for _ in range(rng.integers(3, 9)):
+    for _ in range(rng.integers(*clutter)):
         box = (rng.uniform(0, height), rng.uniform(0, width),
                rng.uniform(0.05, 0.3) * height, rng.uniform(0.08, 0.45) * width)
         _draw_blob(img, rng, box, _random_colour(rng, c, hi=0.9 if c == 3 else 0.65))  # few hot objects
@@ -585,7 +683,8 @@ def _occlude(img: np.ndarray, labels: np.ndarray, rng: np.random.Generator, came
 
 
 def render_image(ident: Identity, camera: CameraStyle, pose: Pose, rng: np.random.Generator, height: int,
-                 width: int, occlusion_prob: float = 0.0, return_labels: bool = False):
+                 width: int, occlusion_prob: float = 0.0, return_labels: bool = False,
+                 clutter: tuple[int, int] = (3, 9)):
     """Render one ``uint8`` image, ``(height, width, 3)`` for visible and ``(height, width)`` for infrared.
 
     With ``return_labels`` also returns the ``int8`` material map (``OCCLUDER`` where occluded), aligned
@@ -600,7 +699,7 @@ def render_image(ident: Identity, camera: CameraStyle, pose: Pose, rng: np.rando
     palette = ident.palette_rgb if camera.modality == "visible" else ident.palette_ir
     person = (labels > BACKGROUND)[..., None]
     body = np.take(palette, 2 * labels + phase, axis=0) * _shading(camera, ident, u, v)[..., None]
-    img = np.where(person, body, _background(camera, rng, height, width))
+    img = np.where(person, body, _background(camera, rng, height, width, clutter))
     if rng.random() < occlusion_prob:
         half_w = (ident.shoulder_w + 2 * ident.arm_w) * fig_h
         _occlude(img, labels, rng, camera, (top, top + fig_h, centre - half_w, centre + half_w))
@@ -688,6 +787,10 @@ def plan_sysu(params: SyntheticParams, seed: int) -> DatasetPlan:
         for cam in _sysu_cameras(_rng(seed, "sysu", _STREAM_ID_LAYOUT, pid), params, pid in test_set):
             modality = CAMERAS["sysu"][cam][0]
             n = params.vis_per_cam if modality == "visible" else params.ir_per_cam
+            if params.count_jitter:
+                jitter = _rng(seed, "sysu", _STREAM_ID_LAYOUT, pid, cam).integers(-params.count_jitter,
+                                                                                   params.count_jitter + 1)
+                n = max(1, n + int(jitter))
             jobs[pid] += [ImageJob(f"cam{cam}/{pid:04d}/{i:04d}.jpg", cam, i, cam) for i in range(1, n + 1)]
             per_cam[cam] += n
             images["test" if pid in test_set else "train_val"][modality] += n
@@ -747,16 +850,19 @@ class _RenderContext:
     width: int
     occlusion_prob: float
     cameras: dict[int, CameraStyle]
+    params: SyntheticParams
 
 
 def _render_identity(ctx: _RenderContext, task: tuple[int, list[ImageJob]]) -> int:
     """Render and save all images of one id (runs in a worker process when ``workers > 1``)."""
     pid, jobs = task
-    ident = sample_identity(_rng(ctx.seed, ctx.layout, _STREAM_IDENTITY, pid), pid)
+    p = ctx.params
+    ident = sample_identity(_rng(ctx.seed, ctx.layout, _STREAM_IDENTITY, pid), pid, p.shared_ir, p.pattern_freq)
     for job in jobs:
-        pose = sample_pose(_rng(ctx.seed, ctx.layout, _STREAM_POSE, pid, job.pose_cam, job.index))
+        pose = sample_pose(_rng(ctx.seed, ctx.layout, _STREAM_POSE, pid, job.pose_cam, job.index), p.pose_jitter)
         rng = _rng(ctx.seed, ctx.layout, _STREAM_IMAGE, pid, job.cam, job.index)
-        img = render_image(ident, ctx.cameras[job.cam], pose, rng, ctx.height, ctx.width, ctx.occlusion_prob)
+        img = render_image(ident, ctx.cameras[job.cam], pose, rng, ctx.height, ctx.width, ctx.occlusion_prob,
+                           clutter=p.clutter)
         _save_image(img, ctx.root / job.relpath)
     return len(jobs)
 
@@ -831,7 +937,8 @@ def generate(layout: str, out: str | os.PathLike, preset: str = "tiny", seed: in
         for relpath, text in plan.text_files.items():
             (tmp / relpath).write_text(text, encoding="utf-8")
         ctx = _RenderContext(root=tmp, seed=int(seed), layout=layout, height=params.height,
-                             width=params.width, occlusion_prob=params.occlusion_prob, cameras=cameras)
+                             width=params.width, occlusion_prob=params.occlusion_prob, cameras=cameras,
+                             params=params)
         written = _run_tasks(ctx, sorted(plan.jobs.items()), workers)
         assert written == plan.counts["total_images"], (written, plan.counts)
         meta = {"generator": __name__, "format_version": FORMAT_VERSION, "layout": layout, "preset": preset,
