@@ -3,13 +3,18 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+# The demo (target) set: the synthetic `demo` preset (docs/demo.md). Each set is rewritten whenever the generator
+# changes, so an older set (e.g. the former `demo`, now `demo-v1`) is never trained on by mistake.
+GENERATOR := vireid_plugins/data/synthetic.py
 DEMO_DATA := datasets/synthetic/demo/SYSU-MM01
+DEMO_META := $(DEMO_DATA)/synthetic_meta.json
 # Labelled visible-only source set (other identities and cameras) and the model pre-trained on it: the
 # stand-in for DOTLA's Market-1501 pre-training that the unsupervised demos start from.
 SOURCE_DATA := datasets/synthetic/source/SYSU-MM01
+SOURCE_META := $(SOURCE_DATA)/synthetic_meta.json
 SOURCE_WEIGHTS := logs/synthetic/source_pretrain/model_final.pth
 
-.PHONY: install test demo demo-supervised demo-usl demo-dotla source-pretrain ablation lint bench clean
+.PHONY: install test demo demo-supervised demo-usl demo-dotla demo-handcrafted source-pretrain ablation lint bench clean
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,13 +29,13 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
-$(DEMO_DATA): | $(STAMP)
-	$(PY) tools/make_synthetic_vireid.py --layout sysu --preset demo --seed 0 --workers 2 --out $(DEMO_DATA)
+$(DEMO_META): $(GENERATOR) | $(STAMP)
+	$(PY) tools/make_synthetic_vireid.py --layout sysu --preset demo --seed 0 --workers 2 --overwrite --out $(DEMO_DATA)
 
-$(SOURCE_DATA): | $(STAMP)
-	$(PY) tools/make_synthetic_vireid.py --layout sysu --preset demo --seed 1 --ids 128 --workers 2 --out $(SOURCE_DATA)
+$(SOURCE_META): $(GENERATOR) | $(STAMP)
+	$(PY) tools/make_synthetic_vireid.py --layout sysu --preset demo --seed 1 --workers 2 --overwrite --out $(SOURCE_DATA)
 
-$(SOURCE_WEIGHTS): | $(STAMP) $(SOURCE_DATA)
+$(SOURCE_WEIGHTS): $(SOURCE_META) configs/Synthetic/source_pretrain.yml configs/Synthetic/agw_supervised.yml | $(STAMP)
 	$(PY) tools/train_net.py --config-file configs/Synthetic/source_pretrain.yml
 
 source-pretrain: $(SOURCE_WEIGHTS)
@@ -38,17 +43,22 @@ source-pretrain: $(SOURCE_WEIGHTS)
 # The demo: DOTLA + NCLR + CNCR, unsupervised on the demo set, from the source-pretrained model.
 demo: demo-dotla
 
-demo-dotla: $(STAMP) $(DEMO_DATA) $(SOURCE_WEIGHTS)
+demo-dotla: $(STAMP) $(DEMO_META) $(SOURCE_WEIGHTS)
 	$(PY) tools/train_net.py --config-file configs/Synthetic/dotla.yml
 
-demo-usl: $(STAMP) $(DEMO_DATA) $(SOURCE_WEIGHTS)
+demo-usl: $(STAMP) $(DEMO_META) $(SOURCE_WEIGHTS)
 	$(PY) tools/train_net.py --config-file configs/Synthetic/usl_baseline.yml
 
-demo-supervised: $(STAMP) $(DEMO_DATA)
+# The ceiling: supervised AGW with the demo set's own labels.
+demo-supervised: $(STAMP) $(DEMO_META)
 	$(PY) tools/train_net.py --config-file configs/Synthetic/agw_supervised.yml
 
+# The floor: HOG and raw pixels of the grey images, no training (cross- and within-modality).
+demo-handcrafted: $(STAMP) $(DEMO_META)
+	$(PY) tools/handcrafted_baseline.py --root datasets/synthetic/demo --within-modality
+
 # Table 3 of DOTLA on the demo set: 6 rows x 3 seeds, two runs at a time (about 75 minutes on 2 CPU cores).
-ablation: $(STAMP) $(DEMO_DATA) $(SOURCE_WEIGHTS)
+ablation: $(STAMP) $(DEMO_META) $(SOURCE_WEIGHTS)
 	$(PY) tools/run_ablation.py --seeds 0 1 2 --jobs 2
 
 lint: $(STAMP)
