@@ -91,3 +91,23 @@ TINY_OPTS = [
     "SOLVER.WARMUP_ITERS", "0", "DATASETS.SYSU.NUM_TRIALS", "2", "TEST.EVAL_AT_START", "False",
     "MODEL.WEIGHTS", "",  # the demo configs start from the source-pretrained model; tests from scratch
 ]
+
+
+def train_net(config, root, out, *extra, opts=(), check=True):
+    """Run ``tools/train_net.py`` on ``config`` with the tiny options; returns the log (stdout + stderr)."""
+    import subprocess
+
+    cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file", os.path.join(ROOT, config),
+           *extra, "DATASETS.ROOT", str(root), "OUTPUT_DIR", str(out), *TINY_OPTS, *opts]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def final_metrics(out):
+    """The ``final_metrics.json`` a finished run wrote to ``out``."""
+    import json
+
+    with open(os.path.join(str(out), "final_metrics.json")) as f:
+        return json.load(f)

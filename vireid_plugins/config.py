@@ -5,6 +5,9 @@ Use it like every fast-reid project::
     cfg = get_cfg()
     add_vireid_config(cfg)
     cfg.merge_from_file(path)
+
+The core keys are declared here; each method package (``vireid_plugins/methods/<name>/config.py``) declares its
+own under one node, and :func:`add_vireid_config` adds them all (:mod:`vireid_plugins.methods.build`).
 """
 from fastreid.config import CfgNode as CN
 
@@ -12,7 +15,8 @@ __all__ = ["add_vireid_config"]
 
 
 def add_vireid_config(cfg):
-    """Declare the vireid keys (with defaults) on a fast-reid ``CfgNode``, in place."""
+    """Declare the vireid keys (with defaults) on a fast-reid ``CfgNode``, in place: the core keys, then every
+    registered method's."""
     _C = cfg
 
     _C.SEED = 0  # seeds python/numpy/torch, the samplers and the gallery trials; < 0 draws one at random
@@ -37,7 +41,7 @@ def add_vireid_config(cfg):
     _C.DATALOADER.ITERS_PER_EPOCH = 0  # iterations per epoch; 0 = len(train set) // IMS_PER_BATCH
     _C.DATALOADER.NUM_WORKERS = 2
 
-    # channel augmentation (reference-implementations §3); each part is applied to its modality only
+    # channel augmentation (Ye et al., ICCV'21); each part is applied to its modality only
     _C.INPUT.CA = CN()
     _C.INPUT.CA.CHANNEL_EXCHANGE = CN({"ENABLED": False})  # visible: copy one random channel to all three
     _C.INPUT.CA.CHANNEL_EXCHANGE.GRAY = 2  # 2: R/G/B only (ADCA); 3: also luminance grey
@@ -54,19 +58,18 @@ def add_vireid_config(cfg):
     _C.MODEL.BACKBONE.NUM_MODALITIES = 2  # modality-specific stems: 0 visible, 1 infrared
     _C.MODEL.BACKBONE.NL_LAYERS = [0, 2, 3, 0]  # AGW: non-local blocks after the last n blocks of each stage
     _C.MODEL.BACKBONE.PRETRAIN_STRICT = False  # raise if PRETRAIN_PATH misses backbone weights
+    _C.MODEL.BACKBONE.NUM_TOKENS = 1  # class tokens per image T: features are (B, D) for 1, (B, T, D) for T > 1
 
     # unsupervised criteria (modeling/losses/build.py); used by META_ARCHITECTURE "UnsupervisedVIReID"
     _C.MODEL.CRITERION = CN()
     _C.MODEL.CRITERION.NAME = "DualClusterMemoryLoss"  # any name in CRITERION_REGISTRY
     _C.MODEL.CRITERION.CA_VIEW = True  # also feed a channel-exchanged copy of the visible images (DCL/ADCA)
-    _C.MODEL.CRITERION.CLASSIFIER_INIT_SCALE = 1.0  # ModalityClassifierLoss: new weights = scale x centroids
-    _C.MODEL.CRITERION.CNCR = CN({"ENABLED": False})  # DOTLACriterion: in-batch cross-modality KL (Eq. 13-15)
-    _C.MODEL.CRITERION.CNCR.K = 10  # in-batch cross-modality neighbours
-    _C.MODEL.CRITERION.CNCR.ALPHA = 0.3  # alpha of Eq. 17
     _C.MODEL.CRITERION.MEMORY = CN()
+    _C.MODEL.CRITERION.MEMORY.SCALE = 1.0  # weight of the cluster-memory losses (loss_memory_*)
     _C.MODEL.CRITERION.MEMORY.TEMPERATURE = 0.05  # tau of the memory logits
     _C.MODEL.CRITERION.MEMORY.MOMENTUM = 0.1  # m in M <- m M + (1 - m) f (ADCA 0.1, PGM 0.2)
     _C.MODEL.CRITERION.MEMORY.UPDATE = "sequential"  # "sequential" (per sample), "mean" or "hard"
+    _C.MODEL.CRITERION.MEMORY.NUM_TOKENS = 0  # 0: memories on the image-level feature; T: one memory per token
 
     # ---------------------------------------------------------------- pseudo-labels (engine/pseudo_labels.py)
     _C.PSEUDO = CN({"ENABLED": False})  # re-cluster each modality and rebuild memories/loader every PERIOD epochs
@@ -79,19 +82,14 @@ def add_vireid_config(cfg):
     _C.PSEUDO.FLIP = True  # flip-average the features used for clustering
     _C.PSEUDO.CHUNK_SIZE = 4096  # rows per chunk of the k-NN / Jaccard computation
     _C.PSEUDO.DIAGNOSTICS = True  # log cluster quality against the true pids when the data has them
-
-    # ---------------------------------------------------------------- DOTLA (engine/dotla.py)
-    _C.DOTLA = CN({"ENABLED": False})  # stage 2: dual optimal-transport label assignment every epoch
-    _C.DOTLA.START_EPOCH = 40  # first epoch of stage 2 (stage 1 = Eq. 16 only)
-    _C.DOTLA.LAMBDA = 25.0  # lambda of Eq. 3 (entropic regularisation 1 / lambda)
-    _C.DOTLA.MARGINALS = "uniform"  # class marginal: "uniform" (the paper) or "cluster_size"
-    _C.DOTLA.MAX_ITER = 1000  # Sinkhorn iteration cap
-    _C.DOTLA.TOL = 1e-4  # Sinkhorn marginal error tolerance
-    _C.DOTLA.NCLR = CN({"ENABLED": False})  # neighbour-consistency label refinement (Eq. 6-10)
-    _C.DOTLA.NCLR.K = 10  # cross- and same-modality neighbours
-    _C.DOTLA.NCLR.TAU = 1.0  # inconsistency threshold: noisy if s > tau
-    _C.DOTLA.NCLR.GAMMA = 0.25  # refinement degree of Eq. 10
+    _C.PSEUDO.PER_TOKEN = False  # multi-token models: also cluster every token (per-token labels (T, N))
+    _C.PSEUDO.NON_FINITE = "error"  # NaN/inf features: "error", or "drop" (left unclustered, with a warning)
+    _C.PSEUDO.ASSOCIATION = ()  # association hooks (ASSOCIATION_HOOK_REGISTRY) run after clustering, in order
 
     # ---------------------------------------------------------------- evaluation
     _C.TEST.SELECT_ON_TEST = False  # let model_best.pth be chosen by the test-set metric (off: never)
     _C.TEST.EVAL_AT_START = False  # also evaluate the initial model before the first epoch
+
+    from .methods.build import add_method_configs  # the method packages import the engine, which imports this
+
+    add_method_configs(_C)

@@ -10,7 +10,8 @@ visible label space (by DOTLA); the infrared branch mirrors it with the roles of
 3. Refinement (Eq. 9-10): a noisy instance's label becomes
    ``(1 - gamma) onehot(y_i) + gamma * mean_{j in N_k(x_i^r, R) ∩ clean} onehot(y_j^{r<-v})`` over its ``k``
    nearest *same-modality* clean neighbours. The paper divides by k; we divide by the number of clean
-   neighbours so rows stay distributions, and leave the label unchanged when none is clean (methods-spec §1).
+   neighbours so rows stay distributions, and leave the label unchanged when none is clean (our choice; the paper
+   does not cover an empty clean set).
 """
 from typing import NamedTuple
 

@@ -1,4 +1,5 @@
-"""Per-modality pseudo-labels: k-reciprocal Jaccard distance + DBSCAN (methods-spec §0)."""
+"""Per-modality pseudo-labels: k-reciprocal Jaccard distance + DBSCAN, as Cluster-Contrast (Dai et al., ACCV'22)
+and ADCA (Yang et al., ACM MM'22) compute them."""
 import torch
 
 from .dbscan import dbscan, relabel_outliers

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..data.datasets.bases import Item
+from ..modeling.features import image_features
 from .build import EVALUATOR_REGISTRY
 from .features import FeatureCollector
 from .rank import eval_regdb, eval_sysu, summarize_trials
@@ -38,6 +39,7 @@ class CrossModalityEvaluator(FeatureCollector):
         feats = self.features()
         if feats is None:  # not the main process
             return None
+        feats = image_features(feats)  # per-token features are compared by their concatenation
         results = OrderedDict()
         for mode, runs in self.runs.items():
             scores = []

@@ -4,8 +4,8 @@ Call contract: registered classes are ``torch`` samplers with a classmethod
 ``from_config(cfg, dataset, epoch) -> sampler``; ``build_train_sampler(cfg, dataset, epoch, name=None)``
 looks up ``name`` or ``cfg.DATALOADER.SAMPLER_TRAIN`` and returns an *infinite* index sampler sharded by
 rank like fast-reid's own samplers (each rank iterates its own indices of every global batch).
-``dataset`` is a :class:`vireid_plugins.data.common.VIReIDDataset`, whose
-``targets`` (current labels or pseudo-labels, ``-1`` = unused) and ``modalities`` the sampler reads.
+``dataset`` is a :class:`vireid_plugins.data.common.VIReIDTrainSet`, whose ``sampling_labels`` (one per
+branch and label) and ``modalities`` the sampler reads.
 """
 from fastreid.data.samplers import TrainingSampler
 from fastreid.utils import comm

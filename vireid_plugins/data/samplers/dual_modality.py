@@ -1,8 +1,9 @@
 """P x K sampling from *each* modality in every batch.
 
 A global batch of ``IMS_PER_BATCH = world_size * 2 * P * K`` images holds, for each rank, P labels with
-K visible instances each followed by P labels with K infrared instances each. Labels may be pseudo-labels
-(``-1`` = outlier, never sampled) and change every epoch: the loader is rebuilt with a new sampler.
+K visible instances each followed by P labels with K infrared instances each. Labels are the train set's
+``sampling_labels`` (one per branch and label, see :class:`~vireid_plugins.data.common.VIReIDTrainSet`; ``-1`` =
+never sampled) and change every epoch: the loader is rebuilt with a new sampler.
 
 Two pairings:
 
@@ -84,7 +85,7 @@ class DualModalitySampler(Sampler):
 
     @classmethod
     def from_config(cls, cfg, dataset, epoch=0, pairing=None):
-        return cls(dataset.targets, dataset.modalities,
+        return cls(dataset.sampling_labels, dataset.modalities,
                    mini_batch_size=cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size(),
                    num_instances=cfg.DATALOADER.NUM_INSTANCE,
                    pairing=pairing or cfg.DATALOADER.DUAL_PAIRING,

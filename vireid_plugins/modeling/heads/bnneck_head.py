@@ -1,7 +1,7 @@
 """BN-neck embedding head without a classifier, for memory-based (cluster-contrast) training.
 
-``forward(features)``: ``B x C x h x w`` backbone map -> ``B x C`` BN-neck feature, in training and at test
-time. Pooling (``MODEL.HEADS.POOL_LAYER``, e.g. GeM) and the BN layer (``MODEL.HEADS.NORM``, bias frozen as
+``forward(features)``: ``B x C x h x w`` backbone map -> ``{"features": B x C}`` BN-neck features, in training
+and at test time. Pooling (``MODEL.HEADS.POOL_LAYER``, e.g. GeM) and the BN layer (``MODEL.HEADS.NORM``, bias frozen as
 in fast-reid's ``EmbeddingHead``) are fast-reid's own layers.
 """
 from fastreid.config import configurable
@@ -32,4 +32,4 @@ class BNNeckHead(nn.Module):
                 "norm_type": cfg.MODEL.HEADS.NORM}
 
     def forward(self, features, targets=None):
-        return self.bottleneck(self.pool_layer(features))[..., 0, 0]
+        return {"features": self.bottleneck(self.pool_layer(features))[..., 0, 0]}

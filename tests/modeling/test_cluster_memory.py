@@ -279,3 +279,24 @@ def test_autocast_bfloat16_cpu():
     assert loss.dtype == torch.float32 and inputs.grad.dtype == torch.bfloat16
     assert memory.features.dtype == torch.float32
     torch.testing.assert_close(memory.features.norm(dim=1), torch.ones(4))
+
+
+def test_per_token_memory_equals_separate_memories_per_token():
+    """A T-token memory behaves as T memories, each fed its token (logits, loss and every update mode)."""
+    g = torch.Generator().manual_seed(3)
+    feats = F.normalize(torch.randn(12, 3, 5, generator=g), dim=-1)
+    labels = torch.tensor([0, 1, 2, 3] * 3)
+    for update in ("sequential", "mean", "hard"):
+        joint = ClusterMemory.from_features(feats, labels, momentum=0.3, update=update).train()
+        separate = [ClusterMemory.from_features(feats[:, t], labels, momentum=0.3, update=update).train()
+                    for t in range(3)]
+        x = torch.randn(7, 3, 5, generator=g, requires_grad=True)
+        y = torch.tensor([0, 0, 2, -1, 3, 1, 2])
+        loss = joint(x, y)
+        expected = torch.stack([separate[t](x[:, t], y) for t in range(3)]).mean()
+        assert torch.allclose(loss, expected, atol=1e-6)
+        loss.backward()
+        expected.backward()  # updates the separate memories too
+        for t in range(3):
+            assert torch.allclose(joint.features[t], separate[t].features, atol=1e-6), (update, t)
+        assert joint.logits(x.detach()).shape == (7, 3, 4)

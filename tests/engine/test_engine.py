@@ -24,7 +24,7 @@ def tiny_cfg(cfg, root, out):
 
 
 def test_a_training_step_changes_the_weights(cfg, sysu_root, tmp_path):
-    """fastreid-notes §0: the stock ContiguousParams optimizer never updates a weight on torch 2."""
+    """fast-reid's stock ContiguousParams optimizer never updates a weight on torch 2 (zero_grad(set_to_none=True))."""
     trainer = VIReIDTrainer(tiny_cfg(cfg, sysu_root, tmp_path))
     model = trainer.model
     before = {k: v.detach().clone() for k, v in model.named_parameters()}

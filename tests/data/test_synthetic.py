@@ -14,7 +14,7 @@ from PIL import Image
 
 from vireid_plugins.data import synthetic
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SYSU_VISIBLE, SYSU_INFRARED = (1, 2, 4, 5), (3, 6)
 FOUR_DIGITS = re.compile(r"^\d{4}$")
 ID_LINE = re.compile(r"^[1-9]\d*(,[1-9]\d*)*$")

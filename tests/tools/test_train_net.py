@@ -1,24 +1,19 @@
 """End-to-end: tools/train_net.py trains, evaluates, resumes and evaluates only, on the tiny synthetic set."""
 import os
-import re
 import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import ROOT, TINY_OPTS
+from conftest import ROOT, final_metrics, train_net
 
-
-def train_net(config, root, out, *extra, opts=()):
-    cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file",
-           os.path.join(ROOT, config), *extra, "DATASETS.ROOT", str(root), "OUTPUT_DIR", str(out), *TINY_OPTS, *opts]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout + proc.stderr
+pytestmark = pytest.mark.slow  # subprocess end-to-end runs
 
 
 def table_rows(log):
-    return re.findall(r"\| SYSUMM01 +\| (all|indoor) +\| ([\d.]+) ± [\d.]+ .*\| ([\d.]+) ± [\d.]+ +\| ([\d.]+) ± ", log)
+    """The rows of the results table a run printed: ``[(mode, "mean ± std" cells...)]``."""
+    return [tuple(c.strip() for c in line.split("|")[2:-1]) for line in log.splitlines()
+            if line.startswith("| SYSUMM01 ")]
 
 
 def test_supervised_train_eval_resume_and_eval_only(tiny_sysu, tmp_path):
@@ -27,6 +22,9 @@ def test_supervised_train_eval_resume_and_eval_only(tiny_sysu, tmp_path):
                                                                                    "SOLVER.CHECKPOINT_PERIOD", "1"])
     rows = table_rows(log)
     assert [r[0] for r in rows] == ["all", "indoor"]
+    final = final_metrics(out)
+    assert final["epoch"] == 1 and final["initial"] is None
+    assert rows[0][5].startswith(f"{final['final']['all/mAP']:.2f} ± ")  # the table and the file agree
     assert (out / "model_0000.pth").exists() and (out / "model_final.pth").exists()
     assert not (out / "model_best.pth").exists()  # no selection on the test set by default
 

@@ -92,10 +92,10 @@ def test_bad_arguments_are_explained():
 
 def test_registry_builds_from_config(cfg):
     class FakeDataset:
-        targets, modalities = make_items()
+        sampling_labels, modalities = make_items()
 
         def __len__(self):
-            return len(self.targets)
+            return len(self.sampling_labels)
 
     cfg.SOLVER.IMS_PER_BATCH, cfg.DATALOADER.NUM_INSTANCE = 16, 2
     sampler = build_train_sampler(cfg, FakeDataset(), epoch=0)

@@ -1,0 +1,25 @@
+"""Registry of the methods' config functions.
+
+A method is a package ``vireid_plugins/methods/<name>/`` (detectron2's ``projects/PointRend`` pattern). Importing it
+registers
+
+* its config function ``add_<name>_config(cfg)`` in :data:`METHOD_CONFIG_REGISTRY` (it declares the method's keys,
+  with defaults and one-line comments, under one config node named after the method);
+* its association hooks in :data:`~vireid_plugins.engine.build.ASSOCIATION_HOOK_REGISTRY`;
+* its criteria in :data:`~vireid_plugins.modeling.losses.build.CRITERION_REGISTRY`.
+
+Call contract: ``METHOD_CONFIG_REGISTRY.get(name)(cfg)`` adds the keys in place; :func:`add_method_configs` (called
+by :func:`vireid_plugins.add_vireid_config`) calls every registered function. ``vireid_plugins.methods`` imports
+every method package it contains, so adding a method adds files under ``methods/<name>/`` only.
+"""
+from fastreid.utils.registry import Registry
+
+__all__ = ["METHOD_CONFIG_REGISTRY", "add_method_configs"]
+
+METHOD_CONFIG_REGISTRY = Registry("VIREID_METHOD_CONFIG")
+METHOD_CONFIG_REGISTRY.__doc__ = __doc__
+
+
+def add_method_configs(cfg) -> None:
+    for name in sorted(METHOD_CONFIG_REGISTRY._obj_map):
+        METHOD_CONFIG_REGISTRY.get(name)(cfg)

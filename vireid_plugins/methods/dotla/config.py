@@ -1,0 +1,28 @@
+"""DOTLA's config keys (every one under ``DOTLA``)."""
+from fastreid.config import CfgNode as CN
+
+from ..build import METHOD_CONFIG_REGISTRY
+
+__all__ = ["add_dotla_config"]
+
+
+@METHOD_CONFIG_REGISTRY.register()
+def add_dotla_config(cfg):
+    """Declare ``DOTLA.*`` on ``cfg`` in place (used with ``MODEL.CRITERION.NAME DOTLACriterion`` and
+    ``PSEUDO.ASSOCIATION ("DOTLAAssociation",)``)."""
+    _C = cfg
+    _C.DOTLA = CN()
+    _C.DOTLA.START_EPOCH = 40  # first epoch of stage 2 (association every epoch, Eq. 17); before it Eq. 16 only
+    _C.DOTLA.LAMBDA = 25.0  # lambda of Eq. 3 (entropic regularisation 1 / lambda)
+    _C.DOTLA.MARGINALS = "uniform"  # class marginal: "uniform" (the paper) or "cluster_size"
+    _C.DOTLA.MAX_ITER = 1000  # Sinkhorn iteration cap
+    _C.DOTLA.TOL = 1e-4  # Sinkhorn marginal error tolerance
+    _C.DOTLA.CLASSIFIER_INIT_SCALE = 1.0  # new classifier weights = scale x L2-normalised cluster centroids
+    _C.DOTLA.CROSS_SCALE = 1.0  # weight of the cross-modality terms of Eq. 11-12 (loss_cross_*)
+    _C.DOTLA.NCLR = CN({"ENABLED": False})  # neighbour-consistency label refinement (Eq. 6-10)
+    _C.DOTLA.NCLR.K = 10  # cross- and same-modality neighbours
+    _C.DOTLA.NCLR.TAU = 1.0  # inconsistency threshold: noisy if s > tau
+    _C.DOTLA.NCLR.GAMMA = 0.25  # refinement degree of Eq. 10
+    _C.DOTLA.CNCR = CN({"ENABLED": False})  # in-batch cross-modality neighbour consistency (Eq. 13-15)
+    _C.DOTLA.CNCR.K = 10  # in-batch cross-modality neighbours
+    _C.DOTLA.CNCR.ALPHA = 0.3  # alpha of Eq. 17 (weight of loss_cncr)
