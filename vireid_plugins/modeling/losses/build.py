@@ -9,7 +9,9 @@ Call contract: ``CRITERION_REGISTRY.get(cfg.MODEL.CRITERION.NAME)(cfg)`` returns
   batch's ``V`` visible images, in batch order);
 * ``reset(labels, features)`` with ``labels = {modality: LongTensor[N_m]}`` and
   ``features = {modality: Tensor[N_m, D]}`` (L2-normalised features of every training image), called by the
-  pseudo-label hook whenever the labels change, to rebuild memories or resize classifiers.
+  pseudo-label hook whenever the labels change, to rebuild memories or resize classifiers;
+* optionally a class attribute ``uses_triplet = True`` when ``forward`` includes a triplet loss (the config
+  validation then requires at least 2 labels per modality in each batch).
 
 ``build_criterion(cfg)`` is the helper the meta-architecture calls.
 """

@@ -87,6 +87,7 @@ class ModalityClassifierLoss(nn.Module):
     """
 
     needs_ca_view = False
+    uses_triplet = True  # config validation then requires >= 2 labels per modality in a batch
 
     def __init__(self, cfg):
         super().__init__()
