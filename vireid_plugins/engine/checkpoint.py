@@ -223,6 +223,8 @@ class VIReIDCheckpointer(Checkpointer):
             self.logger.info("No checkpoint found. Training model from scratch")
             return {}
         self.logger.info(f"Loading checkpoint from {path}")
+        if "://" in path:  # a URL: fast-reid's PathManager downloads it to a local cache
+            path = self.path_manager.get_local_path(path)
         return self._apply(path, self._load_file(path), checkpointables)
 
     def _apply(self, path: str, checkpoint: Dict, checkpointables: Optional[List[str]]):
