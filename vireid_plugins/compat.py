@@ -8,7 +8,10 @@ the table in ``shared/docs/fastreid-notes.md`` §2:
 2. ``collections.Mapping`` was removed in Python 3.10; two fastreid modules import it.
 4. ``DataLoaderX`` creates CUDA streams unconditionally; without CUDA it falls back to a plain loader.
 5. ``ReidEvaluator`` runs ``make`` inside site-packages (and ``sys.exit(1)`` without Cython).
-6. ``torch.load`` defaults to ``weights_only=True``; fastreid's checkpoints are trusted local files.
+6. ``Checkpointer._load_file`` calls ``torch.load`` without ``weights_only``: it now reads with
+   ``weights_only=True`` and names the path of an empty, truncated or non-checkpoint file
+   (:func:`vireid_plugins.engine.checkpoint.read_checkpoint`; our checkpoints hold only tensors, numbers,
+   strings and plain containers).
 7. ``CommonMetricPrinter`` divides by zero when it writes twice at one iteration before the iteration
    timer has data (runs of fewer than 4 iterations, e.g. smoke tests): the second write is skipped.
 
@@ -85,11 +88,13 @@ def _shim_reid_evaluator():
 
 
 def _shim_checkpoint_loading():
-    """fastreid's own checkpoints are trusted local files: load them with ``weights_only=False``."""
+    """Read checkpoints with ``weights_only=True`` and a clear error naming a bad file."""
     from fastreid.utils.checkpoint import Checkpointer
 
     def _load_file(self, f):
-        return torch.load(f, map_location=torch.device("cpu"), weights_only=False)
+        from .engine.checkpoint import read_checkpoint  # the engine imports fastreid: not at shim time
+
+        return read_checkpoint(f, "checkpoint")
 
     Checkpointer._load_file = _load_file
 

@@ -33,6 +33,8 @@ def add_vireid_config(cfg):
     # Visible-only labelled pre-training (CA / DOTLA's Market-1501 stage): every visible train image is also used
     # as an infrared one after a channel exchange (R, G, B or grey); real infrared train images are dropped.
     _C.DATASETS.PSEUDO_INFRARED = False
+    _C.DATASETS.MISSING_IDS = "error"  # ids/images listed by the split files but absent: "error" or "warn" (dropped)
+    _C.DATASETS.VERIFY_IMAGES = False  # open every image at start and report all unreadable files at once
 
     # ---------------------------------------------------------------- data loading
     _C.DATALOADER.SAMPLER_TRAIN = "DualModalitySampler"  # any name in vireid SAMPLER_REGISTRY
@@ -55,6 +57,8 @@ def add_vireid_config(cfg):
     _C.INPUT.CA.RANDOM_ERASING.MEAN = [0.4914 * 255, 0.4822 * 255, 0.4465 * 255]  # fill value (0-255 scale)
 
     # ---------------------------------------------------------------- model
+    # MODEL.WEIGHTS must fit the model (keys, shapes); True loads only what fits and logs a WARNING listing the rest
+    _C.MODEL.WEIGHTS_PARTIAL = False
     _C.MODEL.BACKBONE.NUM_MODALITIES = 2  # modality-specific stems: 0 visible, 1 infrared
     _C.MODEL.BACKBONE.NL_LAYERS = [0, 2, 3, 0]  # AGW: non-local blocks after the last n blocks of each stage
     _C.MODEL.BACKBONE.PRETRAIN_STRICT = False  # raise if PRETRAIN_PATH misses backbone weights

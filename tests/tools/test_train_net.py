@@ -73,7 +73,7 @@ def test_unsupervised_resume_reproduces_pseudo_labels(tiny_sysu, tmp_path, perio
         a = torch.load(full / "pseudo_labels" / f"epoch_{epoch:04d}.pt")
         b = torch.load(part / "pseudo_labels" / f"epoch_{epoch:04d}.pt")
         assert torch.equal(a["labels"], b["labels"]), epoch
-    a = torch.load(full / "model_final.pth", weights_only=False)["model"]
-    b = torch.load(part / "model_final.pth", weights_only=False)["model"]
+    a = torch.load(full / "model_final.pth", weights_only=True)["model"]
+    b = torch.load(part / "model_final.pth", weights_only=True)["model"]
     for key in ("criterion.memories.visible.features", "backbone.stems.1.conv1.weight"):
         assert torch.allclose(a[key], b[key], atol=1e-5), key

@@ -3,7 +3,8 @@
 Call contract:
 
 * ``build_vireid_dataset(cfg, name, **overrides)`` -> a registered dataset (``DATASET_REGISTRY``) read
-  from ``cfg.DATASETS.ROOT`` with its ``from_config`` keyword arguments.
+  from ``cfg.DATASETS.ROOT`` with its ``from_config`` keyword arguments; with ``DATASETS.VERIFY_IMAGES`` every
+  image is decoded first and all unreadable files are reported at once (:mod:`.verify`).
 * ``build_vireid_train_loader(cfg, targets=None, epoch=0, sampler_name=None)`` -> an infinite fast-reid loader
   (``DataLoaderX``) over the train set of ``targets`` (a :class:`~vireid_plugins.data.targets.TrainTargets`;
   default: the identities of ``cfg.DATASETS.NAMES``' train items) with per-modality transforms and the sampler
@@ -23,6 +24,7 @@ from .datasets.bases import INFRARED, VISIBLE, Item
 from .samplers import build_train_sampler
 from .targets import TrainTargets
 from .transforms import build_vireid_transforms
+from .verify import verify_dataset_images
 
 __all__ = ["build_vireid_dataset", "train_items", "with_pseudo_infrared", "build_vireid_train_loader",
            "build_vireid_test_loader"]
@@ -36,7 +38,10 @@ def build_vireid_dataset(cfg, name: str, **overrides):
     cls = DATASET_REGISTRY.get(name)
     kwargs = cls.from_config(cfg) if hasattr(cls, "from_config") else {}
     kwargs.update(overrides)
-    return cls(root=cfg.DATASETS.ROOT, **kwargs)
+    dataset = cls(root=cfg.DATASETS.ROOT, **kwargs)
+    if cfg.DATASETS.VERIFY_IMAGES:
+        verify_dataset_images(dataset, name, max(1, cfg.DATALOADER.NUM_WORKERS))
+    return dataset
 
 
 def _as_vireid_items(name: str, train) -> List[Item]:

@@ -9,6 +9,7 @@ from fastreid.engine import default_argument_parser, default_setup
 from fastreid.utils import comm
 
 from ..config import add_vireid_config
+from .validation import validate_config
 
 __all__ = ["vireid_argument_parser", "default_vireid_setup", "check_weights_exist", "seed_everything"]
 
@@ -38,13 +39,15 @@ def check_weights_exist(cfg) -> None:
 
 
 def default_vireid_setup(args):
-    """Config (fast-reid defaults + vireid keys + file + opts), logging, output dir, then seeding."""
+    """Config (fast-reid defaults + vireid keys + file + opts), validated (:func:`.validation.validate_config`)
+    before anything else, then logging, output dir and seeding."""
     cfg = get_cfg()
     add_vireid_config(cfg)
     if args.config_file:
         cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.freeze()
+    validate_config(cfg, comm.get_world_size())
     check_weights_exist(cfg)
     default_setup(cfg, args)  # logging, config dump; it also seeds at random, which seed_everything overrides
     seed_everything(cfg.SEED, comm.get_rank())

@@ -65,7 +65,8 @@ class VIReIDTrainer(DefaultTrainer):
         self.iters_per_epoch = self.epoch_length(cfg, data_loader)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer, self.iters_per_epoch)
         self.checkpointer = VIReIDCheckpointer(model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process(),
-                                         optimizer=optimizer, **self.scheduler)
+                                               partial=cfg.MODEL.WEIGHTS_PARTIAL, optimizer=optimizer,
+                                               **self.scheduler)
         self.start_epoch = 0
         self.max_epoch = cfg.SOLVER.MAX_EPOCH
         self.max_iter = self.max_epoch * self.iters_per_epoch

@@ -4,7 +4,9 @@ A method is a package ``vireid_plugins/methods/<name>/`` (detectron2's ``project
 registers
 
 * its config function ``add_<name>_config(cfg)`` in :data:`METHOD_CONFIG_REGISTRY` (it declares the method's keys,
-  with defaults and one-line comments, under one config node named after the method);
+  with defaults and one-line comments, under one config node named after the method), and optionally a check
+  ``check_<name>_config(cfg) -> [problem, ...]`` in :data:`METHOD_CONFIG_CHECK_REGISTRY` (run at set-up; each
+  problem names a key, its value and what is expected);
 * its association hooks in :data:`~vireid_plugins.engine.build.ASSOCIATION_HOOK_REGISTRY`;
 * its criteria in :data:`~vireid_plugins.modeling.losses.build.CRITERION_REGISTRY`.
 
@@ -14,10 +16,12 @@ every method package it contains, so adding a method adds files under ``methods/
 """
 from fastreid.utils.registry import Registry
 
-__all__ = ["METHOD_CONFIG_REGISTRY", "add_method_configs"]
+__all__ = ["METHOD_CONFIG_REGISTRY", "METHOD_CONFIG_CHECK_REGISTRY", "add_method_configs"]
 
 METHOD_CONFIG_REGISTRY = Registry("VIREID_METHOD_CONFIG")
 METHOD_CONFIG_REGISTRY.__doc__ = __doc__
+METHOD_CONFIG_CHECK_REGISTRY = Registry("VIREID_METHOD_CONFIG_CHECK")
+METHOD_CONFIG_CHECK_REGISTRY.__doc__ = __doc__
 
 
 def add_method_configs(cfg) -> None:

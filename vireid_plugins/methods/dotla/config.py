@@ -1,9 +1,11 @@
 """DOTLA's config keys (every one under ``DOTLA``)."""
 from fastreid.config import CfgNode as CN
 
-from ..build import METHOD_CONFIG_REGISTRY
+from ..build import METHOD_CONFIG_CHECK_REGISTRY, METHOD_CONFIG_REGISTRY
 
-__all__ = ["add_dotla_config"]
+__all__ = ["add_dotla_config", "check_dotla_config"]
+
+MARGINALS = ("uniform", "cluster_size")  # see association.dotla
 
 
 @METHOD_CONFIG_REGISTRY.register()
@@ -26,3 +28,25 @@ def add_dotla_config(cfg):
     _C.DOTLA.CNCR = CN({"ENABLED": False})  # in-batch cross-modality neighbour consistency (Eq. 13-15)
     _C.DOTLA.CNCR.K = 10  # in-batch cross-modality neighbours
     _C.DOTLA.CNCR.ALPHA = 0.3  # alpha of Eq. 17 (weight of loss_cncr)
+
+
+@METHOD_CONFIG_CHECK_REGISTRY.register()
+def check_dotla_config(cfg) -> list:
+    """Problems of a config that uses DOTLA (its association hook or criterion); ``[]`` otherwise."""
+    uses_hook = "DOTLAAssociation" in cfg.PSEUDO.ASSOCIATION
+    if not uses_hook and cfg.MODEL.CRITERION.NAME != "DOTLACriterion":
+        return []
+    d, problems = cfg.DOTLA, []
+    if uses_hook and cfg.MODEL.CRITERION.NAME != "DOTLACriterion":
+        problems.append(f"MODEL.CRITERION.NAME={cfg.MODEL.CRITERION.NAME!r}: DOTLAAssociation needs the criterion "
+                        "that trains on its cross-modality targets, DOTLACriterion")
+    if d.MARGINALS not in MARGINALS:
+        problems.append(f"DOTLA.MARGINALS={d.MARGINALS!r}: expected one of {MARGINALS}")
+    if not d.LAMBDA > 0:
+        problems.append(f"DOTLA.LAMBDA={d.LAMBDA!r}: expected > 0 (the entropic regularisation is 1 / lambda)")
+    for key in ("TAU", "GAMMA"):
+        if not d.NCLR[key] >= 0:
+            problems.append(f"DOTLA.NCLR.{key}={d.NCLR[key]!r}: expected >= 0")
+    if d.NCLR.K < 1 or d.CNCR.K < 1:
+        problems.append(f"DOTLA.NCLR.K={d.NCLR.K}, DOTLA.CNCR.K={d.CNCR.K}: expected neighbour counts >= 1")
+    return problems

@@ -38,6 +38,8 @@ class ModalityClassifierLoss(VIReIDCriterion):
     choice: the paper does not say how they are initialised).
     """
 
+    uses_triplet = True
+
     def __init__(self, cfg, loss_weights: Dict[str, float] = None):
         losses = cfg.MODEL.LOSSES
         super().__init__({"loss_cls": losses.CE.SCALE, "loss_triplet": losses.TRI.SCALE, **(loss_weights or {})})

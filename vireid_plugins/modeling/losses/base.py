@@ -17,6 +17,7 @@ class VIReIDCriterion(nn.Module):
     """
 
     needs_ca_view = False  # the meta-architecture also feeds a channel-exchanged copy of the visible images
+    uses_triplet = False  # forward includes a triplet loss (config validation: >= 2 labels per modality per batch)
 
     def __init__(self, loss_weights: Dict[str, float]):
         super().__init__()

@@ -15,6 +15,8 @@ Call contract: ``CRITERION_REGISTRY.get(cfg.MODEL.CRITERION.NAME)(cfg)`` returns
   item (``(N, D)`` or ``(N, T, D)``) when the label spaces were just rebuilt (memories and classifiers follow);
 * ``predict(features, space) -> (n, K)`` logits in a label space, for association hooks (criteria with
   classifiers).
+* ``uses_triplet``: true when ``forward`` includes a triplet loss (the config validation then requires at least
+  2 labels per modality in each batch).
 
 ``build_criterion(cfg)`` is the helper the meta-architecture calls.
 """
