@@ -292,9 +292,12 @@ def test_synthetic_llcm_layout(tiny_llcm, tmp_path):
         labels.setdefault(int(NAME.match(os.path.basename(path))["pid"]), set()).add(label)
     assert all(len(v) == 1 for v in labels.values()) and len(labels) == 8
     assert {it[3] for it in ds.train} == {VISIBLE, INFRARED}
-    again = tmp_path / "LLCM"
-    generate("llcm", again, preset="tiny", seed=0, workers=1)
-    assert all((again / p.relative_to(root)).read_bytes() == p.read_bytes() for p in root.rglob("*") if p.is_file())
+    digest = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    generate("llcm", tmp_path / "w2", preset="tiny", seed=0, workers=2)  # the same bytes with 2 workers
+    assert {str(p.relative_to(tmp_path / "w2")): p.read_bytes() for p in (tmp_path / "w2").rglob("*")
+            if p.is_file()} == digest
+    generate("llcm", tmp_path / "s1", preset="tiny", seed=1, workers=1)
+    assert (tmp_path / "s1" / "idx" / "train_vis.txt").read_text() != (root / "idx" / "train_vis.txt").read_text()
 
 
 def test_train_net_on_tiny_llcm_with_ranklists(tiny_llcm, tmp_path):

@@ -5,9 +5,10 @@ Shared by ``tools/visualize_ranklist.py``, ``tools/plot_embeddings.py``, ``tools
 
 * :func:`setup_cfg`: fast-reid defaults + vireid keys + config file + ``KEY VALUE`` options, frozen.
 * :func:`build_inference_model`: the model of the config in eval mode, with the checkpoint's weights loaded
-  strictly: every parameter and buffer the model needs must be in the checkpoint with the right shape
-  (only the unsupervised criterion's memories, unused at test time, may be absent); checkpoint tensors
-  the model does not have are listed in a warning. Without weights (``""``) it is the seeded, untrained model.
+  strictly: the checkpoint and the model must hold the same tensors with the same shapes, except for
+  training-only state (the unsupervised criterion's memories, a classifier), so a supervised checkpoint can
+  be read by an unsupervised config of the same backbone. Without weights (``""``) it is the seeded, untrained
+  model.
 * :func:`folder_items`: the images of a folder as items of one modality.
 * :func:`save_features`: one ``.pt`` file, written under a temporary name and renamed.
 """
@@ -31,7 +32,8 @@ logger = logging.getLogger("fastreid.vireid.inference")
 
 MODALITY_BY_NAME = {"visible": VISIBLE, "infrared": INFRARED}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-_UNUSED_AT_TEST = ("criterion.",)  # state the model does not need at test time
+# training-only state (cluster memories, a classifier) that either side may lack
+_UNUSED_AT_TEST = ("criterion.", "heads.weight")
 
 
 def setup_cfg(config_file: str, opts: Sequence[str] = ()):
@@ -65,14 +67,16 @@ def _load_strictly(model: torch.nn.Module, state: Dict[str, torch.Tensor], path:
     wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
              if k in state and state[k].shape != v.shape]
     missing = [k for k in own if k not in state and not k.startswith(_UNUSED_AT_TEST)]
-    if wrong or missing:
+    unexpected = sorted(k for k in state if k not in own and not k.startswith(_UNUSED_AT_TEST))
+    if wrong or missing or unexpected:
         problems = ([f"{len(missing)} missing tensor(s), e.g. {missing[:5]}"] if missing else []) + (
-            [f"{len(wrong)} shape mismatch(es) (checkpoint vs model), e.g. {wrong[:5]}"] if wrong else [])
+            [f"{len(wrong)} shape mismatch(es) (checkpoint vs model), e.g. {wrong[:5]}"] if wrong else []) + (
+            [f"{len(unexpected)} tensor(s) the model does not have, e.g. {unexpected[:5]}"] if unexpected else [])
         raise ValueError(f"weights {path!r} do not fit the model of the config: {'; '.join(problems)}")
-    unexpected = sorted(k for k in state if k not in own)
-    if unexpected:
-        logger.warning(f"weights {path!r}: {len(unexpected)} checkpoint tensor(s) the model does not use, "
-                       f"e.g. {unexpected[:5]}")
+    ignored = sorted(k for k in state if k not in own)
+    if ignored:
+        logger.info(f"weights {path!r}: {len(ignored)} training-only tensor(s) not used at test time, "
+                    f"e.g. {ignored[:3]}")
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
 
