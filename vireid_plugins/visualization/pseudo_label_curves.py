@@ -17,6 +17,7 @@ import os
 from typing import Dict, List
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from .embeddings import plt
 
@@ -78,26 +79,32 @@ def _series(history: List[Dict], get) -> tuple:
 
 def plot_history(history: List[Dict], panel_size=(5.0, 3.5), dpi: int = 100) -> "plt.Figure":
     """One figure, one panel per quantity (module docstring), lines labelled ``visible``, ``infrared nmi``,
-    ``visible->infrared`` etc.; x = epoch."""
-    panels = [("clusters", [(m, lambda r, m=m: r[m]["num_clusters"]) for m in MODALITIES]),
-              ("outlier ratio", [(m, lambda r, m=m: r[m]["outlier_ratio"]) for m in MODALITIES])]
-    quality = [(f"{m} {k}", lambda r, m=m, k=k: r[m].get(k)) for m in MODALITIES for k in _QUALITY
+    ``visible->infrared`` etc. (colour = modality or direction, dashed = ARI); x = epoch, the same range in
+    every panel."""
+    colour = {m: f"C{i}" for i, m in enumerate(MODALITIES)}
+    panels = [("clusters", [(m, {"color": colour[m]}, lambda r, m=m: r[m]["num_clusters"]) for m in MODALITIES]),
+              ("outlier ratio", [(m, {"color": colour[m]}, lambda r, m=m: r[m]["outlier_ratio"]) for m in MODALITIES])]
+    quality = [(f"{m} {k}", {"color": colour[m], "linestyle": "-" if k == "nmi" else "--"},
+                lambda r, m=m, k=k: r[m].get(k)) for m in MODALITIES for k in _QUALITY
                if any(k in r[m] for r in history)]
     if quality:
         panels.append(("NMI / ARI", quality))
     directions = list(dict.fromkeys(d for r in history for d in r.get("association", {})))
     if directions:
-        panels.append(("association accuracy",
-                       [(d, lambda r, d=d: r.get("association", {}).get(d)) for d in directions]))
+        panels.append(("association accuracy", [(d, {"color": f"C{i + 2}"}, lambda r, d=d: r.get("association", {})
+                                                  .get(d)) for i, d in enumerate(directions)]))
     fig, axes = plt.subplots(1, len(panels), figsize=(panel_size[0] * len(panels), panel_size[1]), dpi=dpi,
                              squeeze=False)
+    first, last = history[0]["epoch"], history[-1]["epoch"]
     for ax, (title, lines) in zip(axes[0], panels):
-        for label, get in lines:
+        for label, style, get in lines:
             epochs, values = _series(history, get)
             if epochs:
-                ax.plot(epochs, values, marker="o", markersize=3, label=label)
+                ax.plot(epochs, values, marker="o", markersize=3, label=label, **style)
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.set_xlim(first - 0.5, last + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     fig.tight_layout()
