@@ -1,5 +1,6 @@
 """LLCM: parsing, the official gallery draw and metric (against ports of the authors' code), the evaluator,
 the synthetic layout, and a tiny end-to-end train_net run."""
+import importlib.util
 import json
 import os
 import random
@@ -8,12 +9,12 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import write_image
+from conftest import ROOT, write_image
 from PIL import Image
 from test_train_net import train_net
 
 from vireid_plugins.data.datasets import INFRARED, LLCM, VISIBLE, DatasetLayoutError
-from vireid_plugins.data.synthetic import generate
+from vireid_plugins.data.synthetic import generate, plan_llcm, resolve_params
 from vireid_plugins.evaluation import LLCMEvaluator, eval_llcm, llcm_removed
 from vireid_plugins.visualization import RankListLayout
 
@@ -298,6 +299,20 @@ def test_synthetic_llcm_layout(tiny_llcm, tmp_path):
             if p.is_file()} == digest
     generate("llcm", tmp_path / "s1", preset="tiny", seed=1, workers=1)
     assert (tmp_path / "s1" / "idx" / "train_vis.txt").read_text() != (root / "idx" / "train_vis.txt").read_text()
+
+
+def test_synthetic_llcm_presets_and_cli(tmp_path, capsys):
+    # sysu-scale mimics the real LLCM: 713 + 351 ids, 46,767 images (30,921 train, 15,846 test)
+    counts = plan_llcm(resolve_params("llcm", "sysu-scale"), seed=0).counts
+    assert counts["ids"] == {"train": 713, "test": 351} and 44000 < counts["total_images"] < 48000
+    assert 29000 < sum(counts["images"]["train"].values()) < 32000
+    spec = importlib.util.spec_from_file_location("cli", os.path.join(ROOT, "tools", "make_synthetic_vireid.py"))
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    meta = cli.main(["--layout", "llcm", "--preset", "tiny", "--ids", "3", "--test-ids", "2", "--workers", "1",
+                     "--out", str(tmp_path / "LLCM")])
+    assert meta["counts"]["ids"] == {"train": 3, "test": 2} and "counts:" in capsys.readouterr().out
+    assert len(LLCM(root=str(tmp_path)).test_ids) == 2
 
 
 def test_train_net_on_tiny_llcm_with_ranklists(tiny_llcm, tmp_path):

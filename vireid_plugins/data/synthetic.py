@@ -749,7 +749,7 @@ def plan_regdb(params: SyntheticParams, seed: int) -> DatasetPlan:
     return DatasetPlan(jobs, text_files, ["Visible", "Thermal", "idx"], counts)
 
 
-LLCM_INFRARED_CAMS = (1, 2, 4, 5, 6, 7, 8, 9)  # the test split has no near-infrared camera 3
+LLCM_INFRARED_CAMS = (1, 2, 4, 5, 6, 7, 8, 9)  # no near-infrared camera 3, as in the official test split
 
 
 def _llcm_cameras(rng: np.random.Generator, params: SyntheticParams, is_test: bool) -> tuple[list[int], list[int]]:

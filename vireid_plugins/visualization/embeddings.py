@@ -2,19 +2,17 @@
 
 Pure functions: features in, 2-D points out (:func:`tsne_2d`, scikit-learn's t-SNE, seeded); points, pids
 and modalities in, a matplotlib figure out (:func:`plot_embeddings`), one panel per model (e.g. before and
-after training), saved as a PNG of exactly ``panel_size * dpi`` pixels per panel.
+after training), saved as a PNG of exactly ``panel_size * dpi`` pixels per panel. Figures are built without
+pyplot, so nothing here changes the user's matplotlib backend.
 """
 import os
 from typing import Optional, Sequence, Tuple
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only, no display
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from ..data.datasets.bases import INFRARED, MODALITY_NAMES, VISIBLE  # noqa: E402
+from ..data.datasets.bases import INFRARED, MODALITY_NAMES, VISIBLE
 
 __all__ = ["MARKERS", "tsne_2d", "identity_colours", "plot_embeddings", "save_figure"]
 
@@ -44,12 +42,12 @@ def identity_colours(pids) -> np.ndarray:
     (up to 20 ids) or ``hsv``."""
     pids = np.asarray(pids)
     ids, index = np.unique(pids, return_inverse=True)
-    cmap = plt.get_cmap("tab20") if len(ids) <= 20 else plt.get_cmap("hsv")
+    cmap = matplotlib.colormaps["tab20" if len(ids) <= 20 else "hsv"]
     palette = cmap(np.arange(len(ids)) / (20 if len(ids) <= 20 else len(ids)))
     return palette[index.reshape(-1)]
 
 
-def plot_embeddings(panels: Sequence[Panel], panel_size: float = 6.0, dpi: int = 100) -> "plt.Figure":
+def plot_embeddings(panels: Sequence[Panel], panel_size: float = 6.0, dpi: int = 100) -> Figure:
     """One scatter panel per ``(title, points, pids, modalities)``: colour by identity, marker by modality.
 
     Returns the figure (``len(panels) * panel_size`` x ``panel_size`` inches); each panel holds one scatter
@@ -57,7 +55,8 @@ def plot_embeddings(panels: Sequence[Panel], panel_size: float = 6.0, dpi: int =
     """
     if not panels:
         raise ValueError("plot_embeddings: no panel given")
-    fig, axes = plt.subplots(1, len(panels), figsize=(panel_size * len(panels), panel_size), dpi=dpi, squeeze=False)
+    fig = Figure(figsize=(panel_size * len(panels), panel_size), dpi=dpi)
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (title, points, pids, modalities) in zip(axes[0], panels):
         points, modalities = np.asarray(points), np.asarray(modalities)
         if points.shape != (len(modalities), 2) or len(pids) != len(modalities):
@@ -77,15 +76,14 @@ def plot_embeddings(panels: Sequence[Panel], panel_size: float = 6.0, dpi: int =
     return fig
 
 
-def save_figure(fig: "plt.Figure", path: str, dpi: Optional[int] = None) -> str:
-    """Save ``fig`` as a PNG at ``path`` (temporary name, then renamed) and close it."""
+def save_figure(fig: Figure, path: str, dpi: Optional[int] = None) -> str:
+    """Save ``fig`` as a PNG at ``path`` (temporary name, then renamed)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}.png"
     try:
         fig.savefig(tmp, dpi=dpi or fig.dpi, format="png")
         os.replace(tmp, path)
     finally:
-        plt.close(fig)
         if os.path.exists(tmp):
             os.remove(tmp)
     return path

@@ -17,9 +17,8 @@ import os
 from typing import Dict, List
 
 import numpy as np
+from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-
-from .embeddings import plt
 
 __all__ = ["MODALITIES", "load_history", "plot_history"]
 
@@ -77,7 +76,7 @@ def _series(history: List[Dict], get) -> tuple:
     return [p[0] for p in pairs], [float(p[1]) for p in pairs]
 
 
-def plot_history(history: List[Dict], panel_size=(5.0, 3.5), dpi: int = 100) -> "plt.Figure":
+def plot_history(history: List[Dict], panel_size=(5.0, 3.5), dpi: int = 100) -> Figure:
     """One figure, one panel per quantity (module docstring), lines labelled ``visible``, ``infrared nmi``,
     ``visible->infrared`` etc. (colour = modality or direction, dashed = ARI); x = epoch, the same range in
     every panel."""
@@ -93,8 +92,8 @@ def plot_history(history: List[Dict], panel_size=(5.0, 3.5), dpi: int = 100) -> 
     if directions:
         panels.append(("association accuracy", [(d, {"color": f"C{i + 2}"}, lambda r, d=d: r.get("association", {})
                                                   .get(d)) for i, d in enumerate(directions)]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(panel_size[0] * len(panels), panel_size[1]), dpi=dpi,
-                             squeeze=False)
+    fig = Figure(figsize=(panel_size[0] * len(panels), panel_size[1]), dpi=dpi)
+    axes = fig.subplots(1, len(panels), squeeze=False)
     first, last = history[0]["epoch"], history[-1]["epoch"]
     for ax, (title, lines) in zip(axes[0], panels):
         for label, style, get in lines:
