@@ -130,10 +130,11 @@ def test_exports_give_the_eager_features(tiny_sysu, tmp_path, case, fmt):
     config, extra = EXPORT_CASES[case]
     ckpt = make_checkpoint(tmp_path / "model.pth", config=config, opts=extra, seed=3, num_classes=4)
     opts = ["DATASETS.ROOT", str(tiny_sysu), *TINY_OPTS, *extra, "MODEL.WEIGHTS", ckpt, "TEST.IMS_PER_BATCH", "64"]
-    path = str(tmp_path / "exported") + {"torchscript": ".ts", "onnx": ".onnx"}[fmt]
+    path = str(tmp_path / "new_folder" / "exported") + {"torchscript": ".ts", "onnx": ".onnx"}[fmt]
     report = load_tool("export_model").main(["--config-file", os.path.join(ROOT, config), "--format", fmt,
-                                             "--out", str(tmp_path / "exported"), *opts])
+                                             "--out", str(tmp_path / "new_folder" / "exported"), *opts])
     assert list(report) == [path] and report[path] <= 1e-5
+    assert os.listdir(tmp_path / "new_folder") == [os.path.basename(path)]  # no temporary file left
     # independently: real images of both modalities, single-modality batches, other batch sizes
     cfg = setup_cfg(os.path.join(ROOT, config), opts)
     model = build_inference_model(cfg)

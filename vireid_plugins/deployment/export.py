@@ -66,9 +66,10 @@ def _example(height: int, width: int, batch: int = 4, seed: int = 0) -> Tuple[to
     return images, torch.arange(batch) % 2
 
 
-def _replace(tmp: str, path: str) -> None:
+def _temporary(path: str) -> str:
+    """A temporary name next to ``path`` (its folder created), renamed to ``path`` once complete."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    os.replace(tmp, path)
+    return f"{path}.tmp-{os.getpid()}"
 
 
 def export_torchscript(wrapper: ExportableReID, path: str, size: Tuple[int, int]) -> str:
@@ -76,10 +77,10 @@ def export_torchscript(wrapper: ExportableReID, path: str, size: Tuple[int, int]
     images, modality = _example(*size)
     with torch.no_grad():
         traced = torch.jit.trace(wrapper.eval(), (images, modality))
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp = _temporary(path)
     try:
         torch.jit.save(traced, tmp)
-        _replace(tmp, path)
+        os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -93,7 +94,7 @@ def export_onnx(wrapper: ExportableReID, path: str, size: Tuple[int, int], opset
     except ImportError as e:
         raise ImportError("ONNX export needs the `onnx` package: pip install 'vireid_plugins[export]'") from e
     images, modality = _example(*size)
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp = _temporary(path)
     try:
         with torch.no_grad():
             torch.onnx.export(wrapper.eval(), (images, modality), tmp, dynamo=False, opset_version=opset,
@@ -101,7 +102,7 @@ def export_onnx(wrapper: ExportableReID, path: str, size: Tuple[int, int], opset
                               dynamic_axes={"images": {0: "batch"}, "modality": {0: "batch"},
                                             "features": {0: "batch"}})
         onnx.checker.check_model(tmp)
-        _replace(tmp, path)
+        os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
