@@ -14,7 +14,7 @@ SOURCE_WEIGHTS := logs/synthetic/source_pretrain/model_final.pth
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[cpu,dev]"
+	$(PY) -m pip install --quiet -e ".[cpu,dev,export]"
 	# fast-reid 1.4.0 pins torch 1.13: install it without its pins (its real needs are in setup.py)
 	$(PY) -m pip install --quiet --no-deps fastreid==1.4.0
 	touch $(STAMP)

@@ -39,5 +39,7 @@ setup(
         "cpu": ["faiss-cpu>=1.7"],
         "gpu": ["faiss-gpu-cu12>=1.8"],
         "dev": ["pytest>=7", "ruff>=0.4"],
+        # tools/export_model.py: ONNX export (onnx) and its check against the eager model (onnxruntime)
+        "export": ["onnx>=1.14", "onnxruntime>=1.16"],
     },
 )

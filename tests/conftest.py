@@ -111,3 +111,23 @@ def final_metrics(out):
 
     with open(os.path.join(str(out), "final_metrics.json")) as f:
         return json.load(f)
+
+
+def make_checkpoint(path, config="configs/Synthetic/agw_supervised.yml", opts=(), seed=1, num_classes=6):
+    """Save a freshly built tiny model (seeded, ``num_classes`` classifier rows) as a fast-reid checkpoint."""
+    import torch
+    from fastreid.modeling import build_model
+
+    from vireid_plugins.deployment.inference import setup_cfg
+
+    cfg = setup_cfg(os.path.join(ROOT, config), TINY_OPTS + ["SEED", str(seed), "MODEL.HEADS.NUM_CLASSES",
+                                                             str(num_classes), "MODEL.DEVICE", "cpu", *opts])
+    torch.manual_seed(seed)
+    torch.save({"model": build_model(cfg).state_dict(), "iteration": 0}, str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A tiny supervised AGW checkpoint (configs/Synthetic/agw_supervised.yml with TINY_OPTS, seed 1)."""
+    return make_checkpoint(tmp_path_factory.mktemp("tiny_ckpt") / "model.pth")

@@ -22,7 +22,7 @@ def add_vireid_config(cfg):
     _C.SEED = 0  # seeds python/numpy/torch, the samplers and the gallery trials; < 0 draws one at random
 
     # ---------------------------------------------------------------- datasets
-    _C.DATASETS.ROOT = "datasets"  # folder holding SYSU-MM01/ and RegDB/ (or one dataset folder itself)
+    _C.DATASETS.ROOT = "datasets"  # folder holding SYSU-MM01/, RegDB/ and LLCM/ (or one dataset folder itself)
     _C.DATASETS.SYSU = CN()
     _C.DATASETS.SYSU.MODES = ("all", "indoor")  # search modes evaluated on SYSU-MM01
     _C.DATASETS.SYSU.NUM_TRIALS = 10  # random single-shot gallery draws (official seeds 0..N-1)
@@ -30,6 +30,12 @@ def add_vireid_config(cfg):
     _C.DATASETS.REGDB = CN()
     _C.DATASETS.REGDB.TRIAL = 1  # train/test split 1..10 (one model per split, as the official protocol)
     _C.DATASETS.REGDB.MODES = ("v2t", "t2v")  # visible->thermal and thermal->visible
+    _C.DATASETS.LLCM = CN()
+    _C.DATASETS.LLCM.MODES = ("i2v", "v2i")  # infrared->visible and visible->infrared
+    _C.DATASETS.LLCM.NUM_TRIALS = 10  # random single-shot gallery draws (official seeds 0..N-1)
+    # How v2i is scored: "transposed" as the authors' test.py (each drawn infrared gallery image ranks every
+    # visible test image), "direct" as their train.py (visible queries rank the drawn infrared gallery)
+    _C.DATASETS.LLCM.V2I_SCORING = "transposed"
     # Visible-only labelled pre-training (CA / DOTLA's Market-1501 stage): every visible train image is also used
     # as an infrared one after a channel exchange (R, G, B or grey); real infrared train images are dropped.
     _C.DATASETS.PSEUDO_INFRARED = False
@@ -93,6 +99,13 @@ def add_vireid_config(cfg):
     # ---------------------------------------------------------------- evaluation
     _C.TEST.SELECT_ON_TEST = False  # let model_best.pth be chosen by the test-set metric (off: never)
     _C.TEST.EVAL_AT_START = False  # also evaluate the initial model before the first epoch
+    # rank-list PNGs of every evaluation: OUTPUT_DIR/ranklists/<dataset>/[iter_<n>/]<mode>/query_<position>.png
+    _C.TEST.RANKLIST = CN({"ENABLED": False})
+    _C.TEST.RANKLIST.NUM_QUERIES = 16  # random queries per search mode (drawn with SEED)
+    _C.TEST.RANKLIST.QUERIES = []  # positions in the mode's query list to draw instead of random ones
+    _C.TEST.RANKLIST.TOPK = 10  # gallery images per row
+    _C.TEST.RANKLIST.TRIAL = 0  # the gallery trial drawn (SYSU-MM01 and LLCM; RegDB has one run per mode)
+    _C.TEST.RANKLIST.SIZE = [128, 64]  # height, width of every image in the PNGs
 
     from .methods.build import add_method_configs  # the method packages import the engine, which imports this
 

@@ -16,7 +16,7 @@ from ..data.datasets.bases import Item
 from ..modeling.features import image_features
 from .build import EVALUATOR_REGISTRY
 from .features import FeatureCollector
-from .rank import eval_regdb, eval_sysu, summarize_trials
+from .rank import eval_regdb, eval_sysu, summarize_trials, sysu_removed
 
 __all__ = ["CrossModalityEvaluator", "SYSUEvaluator", "RegDBEvaluator"]
 
@@ -25,6 +25,8 @@ Run = Tuple[np.ndarray, np.ndarray]  # (query item indices, gallery item indices
 
 class CrossModalityEvaluator(FeatureCollector):
     """Extract every test item once, then evaluate ``runs = {mode: [(query_idx, gallery_idx), ...]}``."""
+
+    ranklist = None  # TEST.RANKLIST: called as ranklist(self, mode, trial, query, gallery, distmat) on each run
 
     def __init__(self, items: Sequence[Item], runs: Dict[str, List[Run]], max_rank: int = 20):
         super().__init__(len(items))
@@ -35,6 +37,10 @@ class CrossModalityEvaluator(FeatureCollector):
     def rank(self, distmat: np.ndarray, query: np.ndarray, gallery: np.ndarray):
         raise NotImplementedError
 
+    def removed(self, query: np.ndarray, gallery: np.ndarray):
+        """``(num_q, num_g)`` bool of the gallery items the protocol drops for each query; ``None``: none."""
+        return None
+
     def evaluate(self):
         feats = self.features()
         if feats is None:  # not the main process
@@ -43,9 +49,11 @@ class CrossModalityEvaluator(FeatureCollector):
         results = OrderedDict()
         for mode, runs in self.runs.items():
             scores = []
-            for query, gallery in runs:
+            for trial, (query, gallery) in enumerate(runs):
                 distmat = -(feats[torch.as_tensor(query)] @ feats[torch.as_tensor(gallery)].T).numpy()
                 scores.append(self.rank(distmat, query, gallery))
+                if self.ranklist is not None:
+                    self.ranklist(self, mode, trial, query, gallery, distmat)
             for key, value in summarize_trials(scores).items():
                 results[f"{mode}/{key}"] = value
         first = next(iter(self.runs))
@@ -74,6 +82,9 @@ class SYSUEvaluator(CrossModalityEvaluator):
         g_pids, g_cams = self.pids[gallery], self.camids[gallery]
         kept = [g_pids] + ([g_pids[g_cams != 2]] if (self.camids[query] == 3).any() else [])
         return min(len(np.unique(k)) for k in kept)
+
+    def removed(self, query, gallery):
+        return sysu_removed(self.pids[query], self.pids[gallery], self.camids[query], self.camids[gallery])
 
     def rank(self, distmat, query, gallery):
         return eval_sysu(distmat, self.pids[query], self.pids[gallery], self.camids[query], self.camids[gallery],
