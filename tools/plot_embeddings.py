@@ -82,10 +82,11 @@ def main(argv=None):
     panels = []
     for i, weights in enumerate(args.weights):
         model = build_inference_model(cfg, weights)
-        feats = extract_features(model, build_vireid_test_loader(cfg, items), flip=cfg.TEST.FLIP.ENABLED,
-                                 desc=f"features ({i + 1}/{len(args.weights)})")
+        loader = build_vireid_test_loader(cfg, items)
+        desc = f"features ({i + 1}/{len(args.weights)})"
+        feats = image_features(extract_features(model, loader, flip=cfg.TEST.FLIP.ENABLED, desc=desc))
         title = args.labels[i] if args.labels else (os.path.basename(weights) if weights else "untrained")
-        panels.append((f"{title} ({dataset_name} {args.split})", tsne_2d(image_features(feats).numpy(), args.seed, args.perplexity),
+        panels.append((f"{title} ({dataset_name} {args.split})", tsne_2d(feats.numpy(), args.seed, args.perplexity),
                        pids, modalities))
     save_figure(plot_embeddings(panels), args.out)
     print(f"wrote {args.out}: {len(items)} images of {len(set(pids.tolist()))} identities, {len(panels)} panel(s)")
