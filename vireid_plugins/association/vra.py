@@ -287,6 +287,9 @@ def merge_partners(matching: VRAMatching, epoch: int, wrap: bool = False) -> tup
     epochs and ``G[p - 1]`` in odd epochs; without ``wrap`` there is none past the ends, so for ``|G| = 2`` it is
     exactly TokenMatcher's rule (``G[0] -> G[1]`` in even, ``G[1] -> G[0]`` in odd epochs, the other cluster
     idle); with ``wrap`` the indices are taken modulo ``|G|`` (every member of a group of >= 2 has a partner).
+    Groups are read through each cluster's *primary* link, so they need not be symmetric: with ``K_v >= K_r``
+    the infrared groups come from pass-2 links only (an infrared cluster whose primary visible cluster has one
+    link has no partner), and with ``K_v < K_r`` the visible ones do.
 
     Args:
         matching: :func:`greedy_match` result.

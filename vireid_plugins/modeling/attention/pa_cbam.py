@@ -114,7 +114,7 @@ def identity_guided_regulariser(attention: torch.Tensor, labels: torch.Tensor, m
     if attention.dim() != 2 or labels.shape != attention.shape[:1]:
         raise ValueError(f"identity_guided_regulariser: expected (B, C) attention and (B,) labels, got "
                          f"{tuple(attention.shape)} and {tuple(labels.shape)}")
-    a = attention.float()
+    a = attention.to(torch.promote_types(attention.dtype, torch.float32))
     sq = a.pow(2).sum(dim=1)
     d = (sq[:, None] + sq[None, :] - 2.0 * a @ a.T).clamp_min(0.0) / a.shape[1]  # B x B
     labels = labels.to(a.device)
