@@ -13,7 +13,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from vireid_plugins import add_vireid_config
 from vireid_plugins.modeling.attention import PACBAM
-from vireid_plugins.modeling.backbones import TokenViT, load_vit_pretrained
+from vireid_plugins.modeling.backbones import TokenViT, load_vit_pretrained, token_vit
 from vireid_plugins.modeling.heads import TokenBNNeckHead
 
 H, W, DIM, DEPTH, HEADS = 64, 32, 32, 3, 4
@@ -101,8 +101,11 @@ def test_single_modality_batch_leaves_other_embedding_without_gradient():
     assert model.patch_embeds[1].proj.weight.grad.abs().sum() > 0
 
 
-def test_per_token_last_block_equals_separate_runs():
-    """The masked pass equals T separate runs of the last block on [cls_n, patches] (independent computation)."""
+@pytest.mark.parametrize("masked", [True, False])
+def test_per_token_last_block_equals_separate_runs(masked, monkeypatch):
+    """The masked pass (or, for timm without masks, the batched runs) equals T separate runs of the last block on
+    [cls_n, patches] (independent computation)."""
+    monkeypatch.setattr(token_vit, "BLOCK_TAKES_MASK", masked and token_vit.BLOCK_TAKES_MASK)
     model = _vit(num_tokens=4).eval()
     x, modality = torch.randn(3, 3, H, W), torch.tensor([0, 1, 0])
     with torch.no_grad():

@@ -15,8 +15,9 @@ ICLR'21; timm blocks) with
 * the last block run *once per class token* (``last_block="per_token"``): token ``n`` attends to itself and all
   patch tokens, not to the other class tokens. It is computed as one masked pass of the block over the whole
   sequence, which equals ``T`` separate runs on ``[cls_n, patches]`` (stochastic depth, when training, then
-  drops a sample's whole block rather than each token's run independently). ``last_block="joint"`` runs it once
-  on all tokens, as TokenMatcher's released code does;
+  drops a sample's whole block rather than each token's run independently); with a timm whose ``Block`` takes
+  no attention mask, the ``T`` runs are batched instead (same result, ``T`` times the block's cost).
+  ``last_block="joint"`` runs it once on all tokens, as TokenMatcher's released code does;
 * the final LayerNorm on the class tokens.
 
 Output: ``(B, T, D)`` class tokens *before* the BN necks (``TokenBNNeckHead``); the image feature is their
@@ -26,6 +27,7 @@ Shapes (ViT-B/16, 384 x 128, stride 16): patch grid ``h x w = 24 x 8``, ``P = 19
 Module names follow timm / TransReID (``cls_token``, ``pos_embed``, ``blocks.i.*``, ``norm.*``); the patch
 embeddings are ``patch_embeds.<m>.{conv,proj}.*``, PA-CBAM is ``attention.*``.
 """
+import inspect
 import logging
 import math
 import os
@@ -51,6 +53,7 @@ __all__ = ["PatchEmbedding", "TokenViT", "ViTLoadResult", "build_token_vit_backb
 logger = logging.getLogger("fastreid.vireid.backbone")
 
 LAST_BLOCK_MODES = ("per_token", "joint")
+BLOCK_TAKES_MASK = "attn_mask" in inspect.signature(Block.forward).parameters  # recent timm releases
 
 
 class PatchEmbedding(nn.Module):
@@ -195,9 +198,18 @@ class TokenViT(nn.Module):
             grid = tokens[:, t:].transpose(1, 2).reshape(b, self.feat_dim, h, w)
             grid = self.attention(grid).flatten(2).transpose(1, 2)
             tokens = torch.cat([tokens[:, :t], grid], dim=1)
-        mask = self.last_block_mask if self.last_block == "per_token" and t > 1 else None
-        tokens = self.blocks[-1](tokens, attn_mask=mask)
-        return self.norm(tokens[:, :t])
+        return self.norm(self.forward_last_block(tokens))
+
+    def forward_last_block(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(B, T + P, D)`` sequence -> ``(B, T, D)`` class tokens after the last block (``last_block`` mode)."""
+        t, block = self.num_tokens, self.blocks[-1]
+        if self.last_block == "joint" or t == 1:
+            return block(tokens)[:, :t]
+        if BLOCK_TAKES_MASK:
+            return block(tokens, attn_mask=self.last_block_mask)[:, :t]
+        b, n, d = tokens.shape  # T runs on [cls_n, patches], batched
+        patches = tokens[:, None, t:].expand(b, t, n - t, d).reshape(b * t, n - t, d)
+        return block(torch.cat([tokens[:, :t].reshape(b * t, 1, d), patches], dim=1))[:, 0].view(b, t, d)
 
 
 # ------------------------------------------------------------------------------------------- pretrained weights
