@@ -68,7 +68,35 @@ def add_vireid_config(cfg):
     _C.MODEL.BACKBONE.NUM_MODALITIES = 2  # modality-specific stems: 0 visible, 1 infrared
     _C.MODEL.BACKBONE.NL_LAYERS = [0, 2, 3, 0]  # AGW: non-local blocks after the last n blocks of each stage
     _C.MODEL.BACKBONE.PRETRAIN_STRICT = False  # raise if PRETRAIN_PATH misses backbone weights
-    _C.MODEL.BACKBONE.NUM_TOKENS = 1  # class tokens per image T: features are (B, D) for 1, (B, T, D) for T > 1
+    _C.MODEL.BACKBONE.NUM_TOKENS = 1  # class tokens per image T: features (B, D) for 1, (B, T, D) for T > 1
+    # (TokenViT: the "regional spaces" N of the CA multi-module framework, 4 SYSU-MM01, 6 RegDB)
+    # PA-CBAM (multimodule framework §3.2) on the backbone's last map: AGW layer4 output, or TokenViT's patch grid
+    # before its last block; output F + M_s(F') * F' with F' = a * F
+    _C.MODEL.BACKBONE.PA_CBAM = CN({"ENABLED": False})
+    _C.MODEL.BACKBONE.PA_CBAM.STRIPES = 6  # K horizontal stripes of the part-aware channel attention
+    _C.MODEL.BACKBONE.PA_CBAM.REDUCTION = 16  # r: hidden width C // r of the channel-attention MLP
+    _C.MODEL.BACKBONE.PA_CBAM.KERNELS = [1, 3, 7]  # kernel sizes of the multi-scale spatial attention
+    _C.MODEL.BACKBONE.PA_CBAM.REG_MARGIN = 0.1  # m of the identity-guided regulariser (read by the criterion)
+    _C.MODEL.BACKBONE.PA_CBAM.REG_WEIGHT = 0.1  # lambda of the identity-guided regulariser (read by the criterion)
+
+    # multi-token two-stream ViT (NAME: build_token_vit_backbone); input size = INPUT.SIZE_TRAIN, FEAT_DIM = EMBED_DIM
+    _C.MODEL.BACKBONE.VIT = CN()
+    _C.MODEL.BACKBONE.VIT.EMBED_DIM = 768  # D, width of every token (ViT-B)
+    _C.MODEL.BACKBONE.VIT.DEPTH = 12  # transformer blocks; blocks[:-1] shared, the last one per class token
+    _C.MODEL.BACKBONE.VIT.NUM_HEADS = 12  # attention heads
+    _C.MODEL.BACKBONE.VIT.MLP_RATIO = 4.0  # MLP hidden width / D
+    _C.MODEL.BACKBONE.VIT.QKV_BIAS = True  # bias in the qkv projection (timm / TransReID ViT-B)
+    _C.MODEL.BACKBONE.VIT.PATCH_SIZE = 16  # patch size in pixels
+    _C.MODEL.BACKBONE.VIT.STRIDE = 16  # patch stride in pixels (< PATCH_SIZE: overlapping patches)
+    _C.MODEL.BACKBONE.VIT.CONV_STEM = False  # TransReID-SSL convolutional stem (IBN) before each patch projection
+    _C.MODEL.BACKBONE.VIT.STEM_CHANNELS = 64  # channels of the convolutional stem
+    _C.MODEL.BACKBONE.VIT.LAST_BLOCK = "per_token"  # "per_token": token n sees itself + patches; "joint": all tokens
+    _C.MODEL.BACKBONE.VIT.DROP = 0.0  # dropout after the embeddings and the block projections
+    _C.MODEL.BACKBONE.VIT.ATTN_DROP = 0.0  # dropout on the attention weights
+    _C.MODEL.BACKBONE.VIT.DROP_PATH = 0.3  # maximum stochastic-depth rate (TokenMatcher 0.3)
+    _C.MODEL.BACKBONE.VIT.LN_EPS = 1e-6  # LayerNorm epsilon
+    _C.MODEL.BACKBONE.VIT.PRETRAIN_GRID = []  # (h, w) patch grid of PRETRAIN_PATH's position embedding; [] = square
+    _C.MODEL.BACKBONE.VIT.ALLOW_MISSING = False  # load a PRETRAIN_PATH lacking model keys (warned) instead of raising
 
     # unsupervised criteria (modeling/losses/build.py); used by META_ARCHITECTURE "UnsupervisedVIReID"
     _C.MODEL.CRITERION = CN()

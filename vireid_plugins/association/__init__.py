@@ -7,6 +7,8 @@
 * :mod:`.sinkhorn`: entropic optimal transport in the log domain, shared by every method;
 * :mod:`.dotla`: DOTLA's dual label assignment (Eq. 3-5); :mod:`.nclr`: NCLR (Eq. 6-10);
 * :mod:`.neighbours`: chunked cross-set k-NN;
+* :mod:`.vra`: VRA's cross-modality cluster matching, shared memories and UM partners;
+* :mod:`.vrnl`: VRNL's sparse per-token neighbour sets, camera filter and loss;
 * :mod:`.diagnostics`: pseudo-label quality and association accuracy against ground truth.
 """
 from .dbscan import dbscan, relabel_outliers
@@ -18,5 +20,15 @@ from .nclr import NCLRResult, inconsistency_scores, refine_labels_by_neighbours
 from .neighbours import cross_knn
 from .pseudo_labels import cluster_features
 from .sinkhorn import SinkhornResult, assign_labels_by_sinkhorn, sinkhorn, sinkhorn_log, sinkhorn_power
+from .vra import (
+    VRAMatching,
+    cluster_similarity,
+    cross_labels,
+    greedy_match,
+    merge_partners,
+    shared_centroids,
+    token_centroids,
+)
+from .vrnl import NeighbourSets, camera_filter, token_neighbours, vrnl_loss
 
 __all__ = [k for k in globals() if not k.startswith("_")]
