@@ -19,9 +19,11 @@ Vocabulary:
   and ``item`` index, so no loss re-derives either from a dataset index.
 * **pairing**: how the dual-modality sampler pairs labels across modalities (``"shared"``: a label holds images of
   both modalities; ``"independent"``: each modality draws its own labels; ``"auto"``).
+* **extras**: per-epoch data a method's association hook makes for the same method's criterion (e.g. neighbour
+  sets, cluster matchings), keyed by a name the method documents.
 """
 from dataclasses import dataclass, field, replace
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -74,7 +76,8 @@ class TrainTargets:
         spaces: ``{name: LabelSpace}``.
         branches: names of the spaces the train set is drawn from, in branch-index order.
         pairing: ``"shared"``, ``"independent"`` or ``"auto"`` (the dual-modality sampler's pairing).
-        epoch: the epoch these targets were made for (diagnostics only).
+        epoch: the epoch these targets were made for.
+        extras: ``{name: object}`` method-specific per-epoch data (see the module docstring).
     """
 
     items: List[Item]
@@ -82,6 +85,7 @@ class TrainTargets:
     branches: Tuple[str, ...]
     pairing: str = "auto"
     epoch: int = 0
+    extras: Dict[str, Any] = field(default_factory=dict)
     modality: torch.Tensor = field(init=False, repr=False)
 
     def __post_init__(self):
