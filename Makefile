@@ -49,7 +49,7 @@ demo-supervised: $(STAMP) $(DEMO_DATA)
 
 # Table 3 of DOTLA on the demo set: 6 rows x 3 seeds, two runs at a time (about 75 minutes on 2 CPU cores).
 ablation: $(STAMP) $(DEMO_DATA) $(SOURCE_WEIGHTS)
-	$(PY) tools/run_ablation.py --seeds 0 1 2 --jobs 2
+	$(PY) tools/run_ablation.py --rows-file configs/Synthetic/ablations/dotla.yml --seeds 0 1 2 --jobs 2
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check vireid_plugins tools tests
