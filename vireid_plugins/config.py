@@ -46,6 +46,7 @@ def add_vireid_config(cfg):
     _C.DATALOADER.SAMPLER_TRAIN = "DualModalitySampler"  # any name in vireid SAMPLER_REGISTRY
     _C.DATALOADER.NUM_INSTANCE = 4  # K: instances per identity *per modality* in a batch
     _C.DATALOADER.DUAL_PAIRING = "auto"  # DualModalitySampler: "shared", "independent" or "auto" labels
+    _C.DATALOADER.BRANCH_BALANCE = False  # DualModalitySampler: split a batch's labels equally among the branches
     _C.DATALOADER.ITERS_PER_EPOCH = 0  # iterations per epoch; 0 = len(train set) // IMS_PER_BATCH
     _C.DATALOADER.NUM_WORKERS = 2
 

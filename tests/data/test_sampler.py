@@ -105,3 +105,17 @@ def test_registry_builds_from_config(cfg):
     cfg.DATALOADER.SAMPLER_TRAIN = "Nope"
     with pytest.raises(KeyError, match="unknown sampler 'Nope'"):
         build_train_sampler(cfg, FakeDataset())
+
+
+def test_branch_balance_splits_every_batch_equally_among_branches():
+    """DOTLA's batch: P = 4 labels per batch, 2 from each branch; branch 1's labels are 10..15."""
+    labels = [y for y in range(6) for _ in range(4)] * 2 + [10 + y for y in range(6) for _ in range(4)] * 2
+    modalities = ([0] * 24 + [1] * 24) * 2
+    branches = [0] * 48 + [1] * 48
+    sampler = DualModalitySampler(labels, modalities, 16, 2, pairing="shared", seed=3, branches=branches)
+    stream = take(sampler, 16 * 12)
+    for start in range(0, len(stream), 16):
+        batch_labels = {labels[i] for i in stream[start:start + 16]}
+        assert len(batch_labels) == 4 and sum(y >= 10 for y in batch_labels) == 2, batch_labels
+    with pytest.raises(ValueError, match="cannot be split equally among 2 branches"):
+        DualModalitySampler(labels, modalities, 12, 2, pairing="shared", branches=branches)

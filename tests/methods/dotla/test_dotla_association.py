@@ -32,8 +32,8 @@ class Recorder:
         return 10 * f @ CENTRES[space].T
 
 
-def run(cfg, nclr=False):
-    cfg.DOTLA.NCLR.ENABLED, cfg.DOTLA.NCLR.K = nclr, 2
+def run(cfg, nclr=False, transport="clustered"):
+    cfg.DOTLA.NCLR.ENABLED, cfg.DOTLA.NCLR.K, cfg.DOTLA.TRANSPORT_SET = nclr, 2, transport
     targets = TrainTargets.from_modality_clusters(ITEMS, OWN)
     predict = Recorder()
     return targets, predict, dotla_cross_targets(cfg, predict, FEATS, targets)
@@ -48,6 +48,16 @@ def test_each_modality_is_predicted_by_the_other_modalitys_classifier(cfg):
     assert cross["visible"]["labels"].tolist() == [1, 1, 0]  # 88, 92 deg -> visible cluster 1; 2 deg -> 0
     assert cross["infrared"]["labels"].tolist() == [1, 1, 0, 0]  # 0, 4 deg -> infrared cluster 1; 86, 90 -> 0
     assert torch.equal(cross["visible"]["soft"], F.one_hot(torch.tensor([1, 1, 0]), 2).float())
+
+
+def test_the_whole_training_set_is_transported_by_default(cfg):
+    """The paper's stage 2 (``DOTLA.TRANSPORT_SET all``): the DBSCAN outliers (items 4 and 8) get labels too, and the
+    uniform class marginal splits each modality's images equally among the other's classes."""
+    _, predict, cross = run(cfg, transport="all")
+    assert cross["visible"]["source"].tolist() == [5, 6, 7, 8]
+    assert cross["infrared"]["source"].tolist() == [0, 1, 2, 3, 4]
+    assert torch.bincount(cross["visible"]["labels"], minlength=2).tolist() == [2, 2]
+    assert cross["visible"]["labels"][2] == 0  # 2 deg: the visible cluster at 0 deg whatever the balancing
 
 
 def test_installed_targets_label_both_branches_in_their_own_spaces(cfg):

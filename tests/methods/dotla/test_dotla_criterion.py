@@ -154,3 +154,16 @@ def test_classifier_resize_keeps_the_optimizer_consistent(cfg):
     assert criterion.classifiers["visible"].weight is weight and weight.shape == (4, 4)
     assert forget_stale_optimizer_state(optimizer) == 1  # only the resized parameter lost its Adam state
     assert weight not in optimizer.state and criterion.classifiers["infrared"].weight in optimizer.state
+
+
+def test_the_triplet_uses_the_features_before_the_bn_neck_as_agw(cfg):
+    targets, features = setup(cfg)
+    out = batch_of([0, 1, 2, 3, 6, 7, 8, 9], [0, 0, 0, 0, 1, 1, 1, 1], targets)
+    out["features"], out["pooled"] = features[out["item"]], 3 * features[out["item"]].flip(1)
+    tri = cfg.MODEL.LOSSES.TRI
+    for neck, key in (("before", "pooled"), ("after", "features")):
+        cfg.MODEL.HEADS.NECK_FEAT = neck
+        criterion = ModalityClassifierLoss(cfg)
+        criterion.set_targets(targets, features)
+        expected = triplet_loss(out[key][:4], OWN[0][:4], tri.MARGIN, tri.NORM_FEAT, tri.HARD_MINING)
+        assert torch.allclose(criterion(out)["loss_triplet_visible"], expected, atol=1e-6), neck

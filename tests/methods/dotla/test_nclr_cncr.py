@@ -40,11 +40,37 @@ def test_refinement_moves_only_noisy_labels_towards_clean_neighbours():
     assert torch.allclose(out.soft_labels.sum(1), torch.ones(4))
 
 
-def test_noisy_label_without_clean_neighbour_is_kept():
+def test_noisy_label_without_clean_neighbour():
     vis, vis_labels = unit(0, 90), torch.tensor([0, 1])
     ir = unit(1, 2)
-    out = refine_labels_by_neighbours(torch.tensor([1, 1]), 2, ir, vis, vis_labels, k=1, tau=1.0, gamma=0.25)
-    assert out.noisy.all() and torch.equal(out.soft_labels, torch.tensor([[0.0, 1.0], [0.0, 1.0]]))
+    kept = refine_labels_by_neighbours(torch.tensor([1, 1]), 2, ir, vis, vis_labels, k=1, tau=1.0, gamma=0.25,
+                                       normalize="clean")
+    assert kept.noisy.all() and torch.equal(kept.soft_labels, torch.tensor([[0.0, 1.0], [0.0, 1.0]]))
+    as_written = refine_labels_by_neighbours(torch.tensor([1, 1]), 2, ir, vis, vis_labels, k=1, tau=1.0, gamma=0.25)
+    assert torch.equal(as_written.soft_labels, torch.tensor([[0.0, 0.75], [0.0, 0.75]]))  # Eq. 10: empty sum
+
+
+def test_eq10_divides_by_k_and_the_option_by_the_clean_count():
+    """A noisy instance with 2 clean and 1 noisy neighbour among its k = 3: Eq. 10 divides the 2 votes by 3."""
+    vis = unit(0, 5, 10, 85, 90, 95)
+    vis_labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    ir = unit(1, 3, 6, 8)  # all among label-0 visible neighbours
+    assigned = torch.tensor([0, 0, 1, 1])  # ir[2] and ir[3] noisy; ir[2]'s neighbours: ir[3] (noisy), ir[1], ir[0]
+    written = refine_labels_by_neighbours(assigned, 2, ir, vis, vis_labels, k=3, tau=1.0, gamma=0.25)
+    clean = refine_labels_by_neighbours(assigned, 2, ir, vis, vis_labels, k=3, tau=1.0, gamma=0.25,
+                                        normalize="clean")
+    assert written.noisy.tolist() == [False, False, True, True]
+    assert torch.allclose(written.soft_labels[2], torch.tensor([0.25 * 2 / 3, 0.75]), atol=1e-6)
+    assert torch.allclose(clean.soft_labels[2], torch.tensor([0.25, 0.75]), atol=1e-6)
+    assert torch.allclose(written.soft_labels[2].sum(), torch.tensor(0.75 + 0.25 * 2 / 3))
+
+
+def test_eq6_votes_only_with_labelled_neighbours():
+    """Outliers (-1) nearest to an infrared instance neither vote nor count in the fraction."""
+    vis = unit(0, 1, 2, 40, 45)
+    vis_labels = torch.tensor([-1, -1, -1, 0, 0])
+    scores = inconsistency_scores(torch.tensor([0]), unit(0), vis, vis_labels, k=2, eps=0.0)
+    assert torch.allclose(scores, torch.zeros(1))  # both labelled neighbours agree; the 3 outliers are skipped
 
 
 def test_cncr_equals_hand_computed_kl_and_vanishes_for_consistent_neighbours():

@@ -4,8 +4,9 @@ label space before every epoch from ``DOTLA.START_EPOCH`` on.
 :class:`DOTLAAssociation`
 
 1. extracts flip-averaged raw BN-neck features of every training image (each through its modality's stem);
-2. on the main process (:func:`dotla_cross_targets`): predicts each clustered infrared image with the visible
-   classifier and each clustered visible image with the infrared classifier (``criterion.predict``), solves both
+2. on the main process (:func:`dotla_cross_targets`): predicts each infrared image with the visible classifier and
+   each visible image with the infrared classifier (``criterion.predict``; the whole training set, DBSCAN outliers
+   included, as the paper's stage 2, or the clustered images only, ``DOTLA.TRANSPORT_SET``), solves both
    transport problems at once (:func:`vireid_plugins.association.dual_optimal_transport_labels`, Eq. 3-5) and,
    with ``DOTLA.NCLR``, refines the assigned labels from neighbours
    (:func:`vireid_plugins.association.refine_labels_by_neighbours`, Eq. 6-10);
@@ -47,15 +48,19 @@ def dotla_cross_targets(cfg, predict: Callable, feats: torch.Tensor, targets: Tr
         targets: per-modality label spaces (the pseudo-label hook's).
 
     Returns:
-        ``{space: {"source": (n,) item indices of the other modality's clustered images, "labels": (n,) their
-        assigned labels in the space, "soft": (n, K) their targets, "noisy": (n,) bool}}``.
+        ``{space: {"source": (n,) item indices of the other modality's images transported into the space (all, or
+        the clustered ones), "labels": (n,) their assigned labels in the space, "soft": (n, K) their targets (rows of
+        Eq. 10, which need not sum to 1), "noisy": (n,) bool}}``.
     """
     d = cfg.DOTLA
     names = {m: _space_of(targets, m) for m in MODALITY_NAMES}
     out, probs, sizes = {}, {}, {}
     for m, name in names.items():
         space, source_space = targets.spaces[name], targets.spaces[names[other_modality(m)]]
-        source = torch.nonzero(targets.mask(other_modality(m)) & (source_space.labels >= 0), as_tuple=True)[0]
+        source = targets.mask(other_modality(m))
+        if d.TRANSPORT_SET == "clustered":
+            source = source & (source_space.labels >= 0)
+        source = torch.nonzero(source, as_tuple=True)[0]
         probs[m] = F.softmax(predict(feats[source], name).float(), dim=1).cpu()
         sizes[m] = space.cluster_sizes(targets.mask(m)).float()
         out[name] = {"source": source}
@@ -69,7 +74,8 @@ def dotla_cross_targets(cfg, predict: Callable, feats: torch.Tensor, targets: Tr
         own = targets.mask(m)
         if d.NCLR.ENABLED:
             refined = refine_labels_by_neighbours(assigned[m], space.num_classes, feats[source], feats[own],
-                                                  space.labels[own], k=d.NCLR.K, tau=d.NCLR.TAU, gamma=d.NCLR.GAMMA)
+                                                  space.labels[own], k=d.NCLR.K, tau=d.NCLR.TAU, gamma=d.NCLR.GAMMA,
+                                                  normalize=d.NCLR.NORMALIZE)
             soft, noisy = refined.soft_labels, refined.noisy
         else:
             soft = F.one_hot(assigned[m], space.num_classes).float()

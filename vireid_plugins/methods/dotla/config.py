@@ -6,6 +6,8 @@ from ..build import METHOD_CONFIG_CHECK_REGISTRY, METHOD_CONFIG_REGISTRY
 __all__ = ["add_dotla_config", "check_dotla_config"]
 
 MARGINALS = ("uniform", "cluster_size")  # see association.dotla
+TRANSPORT_SETS = ("all", "clustered")
+NCLR_NORMALIZATIONS = ("k", "clean")  # see association.nclr
 
 
 @METHOD_CONFIG_REGISTRY.register()
@@ -17,6 +19,7 @@ def add_dotla_config(cfg):
     _C.DOTLA.START_EPOCH = 40  # first epoch of stage 2 (association every epoch, Eq. 17); before it Eq. 16 only
     _C.DOTLA.LAMBDA = 25.0  # lambda of Eq. 3 (entropic regularisation 1 / lambda)
     _C.DOTLA.MARGINALS = "uniform"  # class marginal: "uniform" (the paper) or "cluster_size"
+    _C.DOTLA.TRANSPORT_SET = "all"  # images transported: "all" (the paper: DBSCAN outliers too) or "clustered"
     _C.DOTLA.MAX_ITER = 1000  # Sinkhorn iteration cap
     _C.DOTLA.TOL = 1e-4  # Sinkhorn marginal error tolerance
     _C.DOTLA.CLASSIFIER_INIT_SCALE = 1.0  # new classifier weights = scale x L2-normalised cluster centroids
@@ -25,6 +28,7 @@ def add_dotla_config(cfg):
     _C.DOTLA.NCLR.K = 10  # cross- and same-modality neighbours
     _C.DOTLA.NCLR.TAU = 1.0  # inconsistency threshold: noisy if s > tau
     _C.DOTLA.NCLR.GAMMA = 0.25  # refinement degree of Eq. 10
+    _C.DOTLA.NCLR.NORMALIZE = "k"  # Eq. 10 divides the clean votes by "k" (as written) or by the "clean" count
     _C.DOTLA.CNCR = CN({"ENABLED": False})  # in-batch cross-modality neighbour consistency (Eq. 13-15)
     _C.DOTLA.CNCR.K = 10  # in-batch cross-modality neighbours
     _C.DOTLA.CNCR.ALPHA = 0.3  # alpha of Eq. 17 (weight of loss_cncr)
@@ -42,6 +46,10 @@ def check_dotla_config(cfg) -> list:
                         "that trains on its cross-modality targets, DOTLACriterion")
     if d.MARGINALS not in MARGINALS:
         problems.append(f"DOTLA.MARGINALS={d.MARGINALS!r}: expected one of {MARGINALS}")
+    if d.TRANSPORT_SET not in TRANSPORT_SETS:
+        problems.append(f"DOTLA.TRANSPORT_SET={d.TRANSPORT_SET!r}: expected one of {TRANSPORT_SETS}")
+    if d.NCLR.NORMALIZE not in NCLR_NORMALIZATIONS:
+        problems.append(f"DOTLA.NCLR.NORMALIZE={d.NCLR.NORMALIZE!r}: expected one of {NCLR_NORMALIZATIONS}")
     if not d.LAMBDA > 0:
         problems.append(f"DOTLA.LAMBDA={d.LAMBDA!r}: expected > 0 (the entropic regularisation is 1 / lambda)")
     for key in ("TAU", "GAMMA"):

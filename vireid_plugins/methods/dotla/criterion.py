@@ -13,7 +13,9 @@ soft targets: per branch ``b`` (label space of modality ``m``) with classifier `
 * CNCR (Eq. 13-15), weight ``alpha`` (``DOTLA.CNCR.ALPHA``): visible anchors against their in-batch infrared
   neighbours under ``phi_v`` plus infrared anchors against visible neighbours under ``phi_r``.
 
-Loss weights: ``loss_cls_*`` ``MODEL.LOSSES.CE.SCALE``, ``loss_triplet_*`` ``MODEL.LOSSES.TRI.SCALE``.
+Loss weights: ``loss_cls_*`` ``MODEL.LOSSES.CE.SCALE``, ``loss_triplet_*`` ``MODEL.LOSSES.TRI.SCALE``. As in AGW,
+the triplet loss uses the features before the BN neck when ``MODEL.HEADS.NECK_FEAT`` is ``before`` (the head's
+``pooled`` output), the identity loss the BN-neck features.
 """
 from typing import Dict
 
@@ -48,6 +50,7 @@ class ModalityClassifierLoss(VIReIDCriterion):
         self.init_scale = cfg.DOTLA.CLASSIFIER_INIT_SCALE
         self.ce_eps, self.ce_alpha = losses.CE.EPSILON, losses.CE.ALPHA
         self.tri_margin, self.tri_norm, self.tri_hard = losses.TRI.MARGIN, losses.TRI.NORM_FEAT, losses.TRI.HARD_MINING
+        self.triplet_key = "pooled" if cfg.MODEL.HEADS.NECK_FEAT == "before" else "features"
 
     @torch.no_grad()
     def reset(self, targets, features: Tensor):
@@ -60,20 +63,22 @@ class ModalityClassifierLoss(VIReIDCriterion):
     def predict(self, features: Tensor, space: str) -> Tensor:
         return self.classifiers[space](features)
 
-    def reid_losses(self, name: str, f: Tensor, y: Tensor) -> Dict[str, Tensor]:
-        """``L^reid`` of one branch (Eq. 1-2): cross-entropy and triplet on its own-modality images."""
-        if y.numel() == 0:  # a batch may hold no image of a branch
+    def reid_losses(self, name: str, outputs, keep: Tensor) -> Dict[str, Tensor]:
+        """``L^reid`` of one branch (Eq. 1-2): cross-entropy and triplet on the batch samples ``keep`` (its
+        own-modality images)."""
+        if not bool(keep.any()):  # a batch may hold no image of a branch
             zero = self.classifiers[name].weight.sum() * 0.0
             return {f"loss_cls_{name}": zero, f"loss_triplet_{name}": zero}
+        f, y = outputs["features"][keep], outputs["targets"][keep]
+        f_tri = outputs.get(self.triplet_key, outputs["features"])[keep]
         return {f"loss_cls_{name}": cross_entropy_loss(self.classifiers[name](f), y, self.ce_eps, self.ce_alpha),
-                f"loss_triplet_{name}": triplet_loss(f, y, self.tri_margin, self.tri_norm, self.tri_hard)}
+                f"loss_triplet_{name}": triplet_loss(f_tri, y, self.tri_margin, self.tri_norm, self.tri_hard)}
 
     def losses(self, outputs) -> Dict[str, Tensor]:
-        feats, targets, branch = outputs["features"], outputs["targets"], outputs["branch"]
+        targets, branch = outputs["targets"], outputs["branch"]
         losses = {}
         for b, name in enumerate(self.train_targets.branches):
-            keep = (branch == b) & (targets >= 0)
-            losses.update(self.reid_losses(name, feats[keep], targets[keep]))
+            losses.update(self.reid_losses(name, outputs, (branch == b) & (targets >= 0)))
         return losses
 
 
@@ -92,14 +97,13 @@ class DOTLACriterion(ModalityClassifierLoss):
     def losses(self, outputs) -> Dict[str, Tensor]:
         if not self.stage2():
             return super().losses(outputs)
-        feats, modality, targets = outputs["features"], outputs["modality"], outputs["targets"]
-        branch, item = outputs["branch"], outputs["item"]
+        feats, modality, branch, item = outputs["features"], outputs["modality"], outputs["branch"], outputs["item"]
         losses = {}
         for b, name in enumerate(self.train_targets.branches):
             space = self.train_targets.spaces[name]
             own = (branch == b) & (modality == space.modality)
             cross = (branch == b) & (modality != space.modality)
-            losses.update(self.reid_losses(name, feats[own], targets[own]))
+            losses.update(self.reid_losses(name, outputs, own))
             soft = space.soft[item[cross].cpu()].to(feats.device)
             losses[f"loss_cross_{name}"] = (soft_cross_entropy(self.classifiers[name](feats[cross]), soft)
                                             if cross.any() else feats.sum() * 0.0)

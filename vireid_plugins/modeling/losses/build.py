@@ -5,7 +5,8 @@ Call contract: ``CRITERION_REGISTRY.get(cfg.MODEL.CRITERION.NAME)(cfg)`` returns
 
 * ``forward(outputs) -> {name: weighted scalar loss}`` (weights from the config), where ``outputs`` holds, for a
   batch of ``B`` samples: ``"features"`` ``(B, D)`` image-level BN-neck features (for a multi-token model the
-  concatenation of its tokens), ``"tokens"`` ``(B, T, D)`` (multi-token heads only), ``"modality"`` ``(B,)``
+  concatenation of its tokens), ``"tokens"`` ``(B, T, D)`` (multi-token heads only), ``"pooled"`` ``(B, D)``
+  (the features before the BN neck, heads that have one), ``"modality"`` ``(B,)``
   (0 visible, 1 infrared), ``"targets"`` ``(B,)`` labels in each sample's branch label space, ``"branch"``
   ``(B,)`` (index into ``TrainTargets.branches``), ``"item"`` ``(B,)`` (index into ``TrainTargets.items``) and,
   when the criterion's ``needs_ca_view`` is true, ``"ca_features"`` (``"ca_tokens"``): the features of the

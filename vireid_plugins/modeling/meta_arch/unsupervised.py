@@ -2,7 +2,8 @@
 
 Same two-stream backbone and out-of-place preprocessing as :class:`VIReIDBaseline`; the head returns a dict of
 BN-neck features (``{"features": (B, D)}``, plus ``"tokens": (B, T, D)`` for multi-token heads such as
-:class:`~vireid_plugins.modeling.heads.TokenBNNeckHead`), and training losses come from a registered criterion
+:class:`~vireid_plugins.modeling.heads.TokenBNNeckHead` and ``"pooled": (B, D)``, the features before the BN neck,
+for heads that have them), and training losses come from a registered criterion
 (``MODEL.CRITERION.NAME``, see :mod:`vireid_plugins.modeling.losses.build`) that owns the cluster memories or
 classifiers. When the criterion asks for it (``needs_ca_view``), the batch's visible images are also passed
 through the visible stem as a channel-exchanged copy (channel augmentation as an extra view, ADCA/DCL).
@@ -56,7 +57,7 @@ class UnsupervisedVIReID(VIReIDBaseline):
             modality = torch.cat([modality, modality.new_full((ca_images.shape[0],), VISIBLE)])
         out = self.heads(self.backbone(images, modality))
         outputs = {"modality": modality[:num]}
-        for key in ("features", "tokens"):
+        for key in ("features", "tokens", "pooled"):
             if key in out:
                 outputs[key], outputs["ca_" + key] = out[key][:num], out[key][num:]
         for key in _BATCH_KEYS:
