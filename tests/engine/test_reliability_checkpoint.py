@@ -215,31 +215,38 @@ def test_supervised_weights_initialise_an_unsupervised_model(tmp_path, caplog):
         VIReIDCheckpointer(target).load(str(tmp_path / "sup.pth"))
     assert torch.equal(target.backbone.weight, source.backbone.weight)
     text = caplog.text
-    assert "no unsupervised criterion state (2 'criterion.*' tensors" in text and "heads.weight" in text
+    assert "the criterion's 2 'criterion.*' tensors" in text and "heads.weight" in text
     # ... but not when resuming: a resumed run must find its own criterion state
     (tmp_path / "last_checkpoint").write_text("sup.pth")
     with pytest.raises(CheckpointMismatchError, match=r"--resume: checkpoint '.*sup.pth'.*criterion.infrared.weight"):
         VIReIDCheckpointer(Net(supervised=False), str(tmp_path)).resume_or_load("", resume=True)
 
 
-def test_partial_criterion_state_is_an_error(tmp_path):
+def test_model_weights_never_initialise_the_criterion(tmp_path):
+    """Another method's (or a partial) criterion state in MODEL.WEIGHTS is not loaded: this run's clustering
+    rebuilds it; on --resume a partial criterion state is an error."""
     source = Net(supervised=False)
     source.criterion["visible"].reset(torch.randn(6, 3))
     state = source.state_dict()
     del state["criterion.infrared.weight"]
     torch.save({"model": state}, tmp_path / "w.pth")
     target = Net(supervised=False)
+    VIReIDCheckpointer(target).load(str(tmp_path / "w.pth"))
+    assert torch.equal(target.backbone.weight, source.backbone.weight)
+    assert target.criterion["visible"].weight.shape == (0, 3)  # not taken from the checkpoint
+    (tmp_path / "last_checkpoint").write_text("w.pth")
     with pytest.raises(CheckpointMismatchError, match=r"missing.*criterion.infrared.weight"):
-        VIReIDCheckpointer(target).load(str(tmp_path / "w.pth"))
+        VIReIDCheckpointer(Net(supervised=False), str(tmp_path)).resume_or_load("", resume=True)
 
 
-def test_resizable_state_follows_the_checkpoint(tmp_path):
+def test_resizable_state_follows_the_checkpoint_on_resume(tmp_path):
     source = Net(supervised=False)
     source.criterion["visible"].reset(torch.randn(6, 3))
     source.criterion["infrared"].reset(torch.randn(2, 3))
     VIReIDCheckpointer(source, str(tmp_path)).save("usl")
+    (tmp_path / "last_checkpoint").write_text("usl.pth")
     target = Net(supervised=False)
-    VIReIDCheckpointer(target).load(str(tmp_path / "usl.pth"))
+    VIReIDCheckpointer(target, str(tmp_path)).resume_or_load("", resume=True)
     assert same_weights(target, source)
 
 

@@ -15,10 +15,11 @@
 
   - tensors of modules declaring ``resizable_state = True`` (cluster memories, re-clustered classifiers, whose
     rows follow the cluster count) are first resized to the checkpoint's shape (:func:`resize_to_checkpoint`);
-  - when initialising from ``MODEL.WEIGHTS`` a checkpoint *without any* ``criterion.*`` key (a supervised run)
-    may initialise an unsupervised model: its criterion state is rebuilt from the pseudo-labels before the first
-    step. A checkpoint holding some ``criterion.*`` keys but not all is an error, and so is any missing key when
-    resuming. Checkpoint keys the model does not have (a supervised classifier) are listed at INFO level.
+  - ``MODEL.WEIGHTS`` initialises the network, never the criterion: an unsupervised model's ``criterion.*`` state
+    (memories, classifiers) follows this run's clustering and is rebuilt from the pseudo-labels before the first
+    step, so the checkpoint's ``criterion.*`` tensors (another method's, or none for a supervised run) are not
+    loaded. On ``--resume`` every key must match. Checkpoint keys the model does not have (a supervised
+    classifier) are listed at INFO level.
 * **Resume fallback.** With ``--resume``, when ``last_checkpoint`` is missing, empty or unreadable, or names a
   missing, empty or truncated file, training resumes from the newest ``*.pth`` of ``OUTPUT_DIR`` (modification
   time) that loads, with a WARNING naming both files; when none loads the error lists every file tried.
@@ -313,6 +314,9 @@ class VIReIDCheckpointer(Checkpointer):
         state = checkpoint.pop("model")
         self._convert_ndarray_to_tensor(state)
         _strip_prefix_if_present(state, "module.")
+        if self._what == "MODEL.WEIGHTS":
+            for key in [k for k in state if k.startswith(UNSUPERVISED_STATE_PREFIX)]:
+                del state[key]
         resized = resize_to_checkpoint(self.model, state)
         if resized:
             self.logger.info(f"Resized to the checkpoint's shapes (resizable: rows follow the cluster/class count): "
@@ -323,7 +327,7 @@ class VIReIDCheckpointer(Checkpointer):
         missing = sorted(_filter_reused_missing_keys(self.model, [k for k in own if k not in state]))
         unexpected = sorted(k for k in state if k not in own)
         self._rebuilt = []
-        if self._what == "MODEL.WEIGHTS" and not any(k.startswith(UNSUPERVISED_STATE_PREFIX) for k in state):
+        if self._what == "MODEL.WEIGHTS":  # the criterion follows this run's clustering: never initialised from here
             self._rebuilt = [k for k in missing if k.startswith(UNSUPERVISED_STATE_PREFIX)]
             missing = [k for k in missing if not k.startswith(UNSUPERVISED_STATE_PREFIX)]
         if (missing or shapes) and not (self.partial and self._what == "MODEL.WEIGHTS"):
@@ -354,9 +358,9 @@ class VIReIDCheckpointer(Checkpointer):
                 f"their initialisation: missing from the checkpoint: {incompatible.missing_keys}; shape mismatches: "
                 + str([f"{k}: checkpoint {a} vs model {b}" for k, a, b in incompatible.incorrect_shapes]))
         if self._rebuilt:
-            self.logger.info(f"The checkpoint holds no unsupervised criterion state ({len(self._rebuilt)} "
-                             f"'{UNSUPERVISED_STATE_PREFIX}*' tensors, e.g. {self._rebuilt[0]}): training rebuilds "
-                             "them from the pseudo-labels before the first step; evaluation does not use them")
+            self.logger.info(f"MODEL.WEIGHTS initialises the network only: the criterion's {len(self._rebuilt)} "
+                             f"'{UNSUPERVISED_STATE_PREFIX}*' tensors (e.g. {self._rebuilt[0]}) are rebuilt from the "
+                             "pseudo-labels before the first step; evaluation does not use them")
         if incompatible.unexpected_keys:
             self.logger.info(f"Checkpoint tensors the model does not use (e.g. a supervised classifier): "
                              f"{_listing(incompatible.unexpected_keys)}")

@@ -106,6 +106,11 @@ class DOTLAAssociation(AssociationHook):
     def associate(self, targets: TrainTargets) -> TrainTargets:
         model = self.trainer.model
         feats = extract_item_features(self.cfg, model, targets.items, normalize=False)
+        finite = torch.isfinite(feats).all(dim=1)
+        if not bool(finite.all()):
+            counts = {MODALITY_NAMES[m]: int((~finite & targets.mask(m)).sum()) for m in MODALITY_NAMES}
+            raise FloatingPointError(f"DOTLA at epoch {self.trainer.epoch}: NaN or inf features {counts} (training "
+                                     "diverged: lower SOLVER.BASE_LR or lengthen SOLVER.WARMUP_ITERS)")
         criterion = unwrap(model).criterion
         device = next(unwrap(model).parameters()).device
 

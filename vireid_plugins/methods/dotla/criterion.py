@@ -48,6 +48,7 @@ class ModalityClassifierLoss(VIReIDCriterion):
         dim = feature_dim(cfg)
         self.classifiers = nn.ModuleDict({name: ResizableLinear(dim) for name in MODALITY_NAMES.values()})
         self.init_scale = cfg.DOTLA.CLASSIFIER_INIT_SCALE
+        self.eps = list(cfg.PSEUDO.EPS)
         self.ce_eps, self.ce_alpha = losses.CE.EPSILON, losses.CE.ALPHA
         self.tri_margin, self.tri_norm, self.tri_hard = losses.TRI.MARGIN, losses.TRI.NORM_FEAT, losses.TRI.HARD_MINING
         self.triplet_key = "pooled" if cfg.MODEL.HEADS.NECK_FEAT == "before" else "features"
@@ -57,6 +58,10 @@ class ModalityClassifierLoss(VIReIDCriterion):
         feats = image_features(features)
         for name, classifier in self.classifiers.items():
             space = targets.spaces[name]
+            if space.num_classes < 2:
+                raise ValueError(f"{type(self).__name__}: the {name} clustering found {space.num_classes} cluster; the "
+                                 f"classifier losses need at least 2: lower PSEUDO.EPS[{space.modality}] (now "
+                                 f"{self.eps[space.modality]}) or PSEUDO.MIN_SAMPLES for more, smaller clusters")
             own = targets.mask(space.modality)
             classifier.reset(self.init_scale * ClusterMemory.cluster_centroids(feats[own], space.labels[own]))
 

@@ -293,7 +293,11 @@ def load_torchvision_resnet_weights(
             (e.g. a ResNet-18 file for a depth-50 model); or ``strict`` and keys are missing.
     """
     expected = f"a torchvision ResNet-{model.depth} state dict (.pth)"
-    hint = f", e.g. torchvision's ImageNet resnet{model.depth} weights"
+    weights = {18: "ResNet18_Weights", 34: "ResNet34_Weights", 50: "ResNet50_Weights"}[model.depth]
+    hint = (f", e.g. torchvision's ImageNet resnet{model.depth} weights. Nothing is downloaded during training; save "
+            f"them once on a machine with internet access: python -c \"import torch, torchvision; torch.save("
+            f"torchvision.models.resnet{model.depth}(weights=torchvision.models.{weights}.IMAGENET1K_V1).state_dict(), "
+            f"'{os.fspath(path)}')\" (or set MODEL.BACKBONE.PRETRAIN False to start from random weights)")
     state_dict = read_state_dict(path, "AGW backbone", expected, hint)
     path = os.fspath(path)
 
