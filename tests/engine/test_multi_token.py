@@ -59,6 +59,10 @@ def test_toy_multi_token_backbone_trains_the_unsupervised_baseline(cfg, tiny_sys
     labels = torch.load(tmp_path / "pseudo_labels" / "epoch_0001.pt")
     n = len(trainer.items)
     assert labels["labels"].shape == (n,) and labels["token_labels"].shape == (3, n)
+    jaccard = trainer.targets.extras["jaccard"]  # the graphs the last clustering used, for association hooks
+    for m in (0, 1):
+        items, graph = jaccard[m]
+        assert graph.num_nodes == len(items) == int(trainer.targets.mask(m).sum())
     space = trainer.targets.spaces["visible"]
     assert space.token_labels.shape == (3, n) and (space.token_labels[:, trainer.targets.mask(1)] == -1).all()
     history = json.loads((tmp_path / "pseudo_labels" / "history.json").read_text())

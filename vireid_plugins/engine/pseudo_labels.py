@@ -11,7 +11,10 @@ Before every epoch that is due (every ``PSEUDO.PERIOD`` epochs, and whenever no 
 3. broadcasts the labels, so every rank trains on identical pseudo-labels;
 4. installs :class:`~vireid_plugins.data.targets.TrainTargets` with one label space per modality through
    ``trainer.set_targets(targets, features)`` (the criterion rebuilds its memories or classifiers). In epochs that
-   are not due it re-installs the same labels without features (memories and classifiers carry on).
+   are not due it re-installs the same labels without features (memories and classifiers carry on). On the main
+   process, the targets of an epoch that clustered carry the sparse Jaccard graphs the clustering used,
+   ``extras["jaccard"] = {modality: (item indices (n,), NeighbourGraph over them)}``, for association hooks that
+   build affinities on the same distances (they run on the main process too).
 
 The labels are part of the checkpoint (the hook is a checkpointable), so ``--resume`` continues with the
 labels and memories the interrupted run had. Features that are not finite are an error naming the modality and
@@ -79,14 +82,19 @@ class PseudoLabelHook(HookBase):
         self.labels: Optional[torch.Tensor] = None  # (N,) per-modality cluster ids, -1 = unused
         self.token_labels: Optional[torch.Tensor] = None  # (T, N) per-token cluster ids (PSEUDO.PER_TOKEN)
         self.labelled_epoch = -1
+        self.graphs = {}  # {modality: (item indices, Jaccard graph)} of this epoch's clustering (main process)
 
     def _due(self, epoch: int) -> bool:
         return self.labels is None or (epoch % self.cfg.PSEUDO.PERIOD == 0 and epoch != self.labelled_epoch)
 
     def before_epoch(self):
         epoch = self.trainer.epoch
+        self.graphs = {}
         features = self.update(epoch) if self._due(epoch) else None
-        self.trainer.set_targets(self.targets(epoch), features)
+        targets = self.targets(epoch)
+        if self.graphs:
+            targets.extras["jaccard"] = self.graphs
+        self.trainer.set_targets(targets, features)
 
     def targets(self, epoch: int) -> TrainTargets:
         """The current labels as per-modality label spaces."""
@@ -109,13 +117,17 @@ class PseudoLabelHook(HookBase):
                            "they stay unclustered this epoch")
         return finite
 
-    def _cluster(self, features: torch.Tensor, m: int) -> torch.Tensor:
+    def _cluster(self, features: torch.Tensor, m: int, items: torch.Tensor = None) -> torch.Tensor:
+        """Labels of one modality's ``features``; with ``items`` (their item indices) keep the Jaccard graph."""
         p = self.cfg.PSEUDO
         labels = torch.full((features.shape[0],), -1, dtype=torch.long)
         finite = self._finite_rows(features, m)
         if bool(finite.any()):
-            labels[finite] = cluster_features(features[finite], eps=p.EPS[m], min_samples=p.MIN_SAMPLES, k1=p.K1,
-                                              k2=p.K2, outliers=p.OUTLIERS, chunk_size=p.CHUNK_SIZE)
+            labels[finite], graph = cluster_features(
+                features[finite], eps=p.EPS[m], min_samples=p.MIN_SAMPLES, k1=p.K1, k2=p.K2, outliers=p.OUTLIERS,
+                chunk_size=p.CHUNK_SIZE, return_graph=True)
+            if items is not None:
+                self.graphs[m] = (items[finite], graph)
         if int(labels.max()) < 0:
             raise RuntimeError(
                 f"pseudo-labels: every {MODALITY_NAMES[m]} image is a DBSCAN outlier; raise PSEUDO.EPS[{m}] "
@@ -128,7 +140,7 @@ class PseudoLabelHook(HookBase):
         tokens = num_tokens(features) if self.cfg.PSEUDO.PER_TOKEN else 0
         token_labels = torch.full((tokens, len(self.items)), -1, dtype=torch.long) if tokens else None
         for m, mask in self.masks.items():
-            labels[mask] = self._cluster(image_features(features[mask]), m)
+            labels[mask] = self._cluster(image_features(features[mask]), m, torch.nonzero(mask, as_tuple=True)[0])
             for t in range(tokens):
                 token_labels[t, mask] = self._cluster(normalize_features(features[mask][:, t]), m)
         return labels, token_labels
