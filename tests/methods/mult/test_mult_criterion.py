@@ -131,7 +131,8 @@ def test_switches_drop_their_losses_and_alternation(cfg):
 def test_oclr_targets_can_be_detached(cfg):
     grads = {}
     for detach in (False, True):
-        criterion, _, transfer, _, batch = setup(cfg, **{"OCLR.DETACH": detach})
+        # a soft target (T = 20): at T = 0.2 the target softmax of memory logits is saturated, its gradient ~0
+        criterion, _, transfer, _, batch = setup(cfg, **{"OCLR.DETACH": detach, "OCLR.TEMPERATURE": 20.0})
         criterion.eval()
         criterion.set_targets(transfer)
         ca = batch["ca_features"].requires_grad_(True)
