@@ -10,15 +10,17 @@ split identity (UM) and the neighbour sets of every image (VRNL).
 
    * VRA (with VRA or UM on): per-token centroids of each modality's clusters (the clusters of the concatenated
      feature, so no per-token clustering is needed), their similarity ``S_ij = sum_n <c^v_{i,n}, c^r_{j,n}>``
-     (Eq. 19), the greedy matching with at most ``mu`` matches (Eq. 20), the cross labels
+     (§3.3), the greedy matching with at most ``mu`` matches per cluster, the cross labels
      ``y~^v = r2i[y^v]``, ``y~^r = i2r[y^r][0]``;
    * UM: each cluster's partner for this epoch's parity (:func:`~vireid_plugins.association.merge_partners`);
-   * VRNL: the neighbour sets vv, rr, vr, rv combined over the token spaces (Eq. 26-31; with
+   * VRNL: the neighbour sets vv, rr, vr, rv combined over the token spaces (§3.4; with
      ``VRNL.CROSS_PAIRS "alternate"`` vr in even and rv in odd epochs only, as TokenMatcher), then CALR's camera
-     filter (Eq. 32) with intra-camera clusters from a Jaccard + DBSCAN clustering of each camera's features;
+     filter with intra-camera clusters from a Jaccard + DBSCAN clustering of each camera's features;
 
 3. broadcasts the result and installs the epoch's targets (:func:`with_ca_vit_targets`) through
-   ``trainer.set_targets(targets, features)``, so the criterion rebuilds its memories (shared ones included);
+   ``trainer.set_targets(targets, features)``, so the criterion rebuilds its memories (shared ones included) from
+   the features the clusters were made of (TokenMatcher re-clusters every epoch; with ``PSEUDO.PERIOD > 1`` the
+   memories are thus rebuilt every phase-2 epoch from the last clustering's features);
 4. logs matching and neighbour statistics under ``"ca_vit"`` (the base class logs the association accuracy).
 
 The targets keep the pseudo-label hook's per-modality spaces as the branches (the train set is drawn per modality
@@ -53,7 +55,7 @@ from ...association import (
     token_neighbours,
 )
 from ...data.datasets.bases import INFRARED, MODALITY_NAMES, VISIBLE
-from ...data.targets import LabelSpace, TrainTargets
+from ...data.targets import LabelSpace, TrainTargets, other_modality
 from ...engine import ASSOCIATION_HOOK_REGISTRY, AssociationHook, broadcast_from_main, extract_item_features, unwrap
 from ...modeling.features import image_features
 
@@ -107,7 +109,7 @@ def intra_camera_clusters(features: torch.Tensor, cameras: torch.Tensor, eps: fl
 
 
 def vrnl_neighbour_sets(cfg, tokens: torch.Tensor, targets: TrainTargets, epoch: int) -> Dict[str, NeighbourSets]:
-    """VRNL's neighbour sets of this epoch (Eq. 26-32).
+    """VRNL's neighbour sets of this epoch (§3.4).
 
     Args:
         cfg: the config (``CA_VIT.VRNL``, ``PSEUDO.CHUNK_SIZE``).
@@ -185,7 +187,7 @@ def with_ca_vit_targets(targets: TrainTargets, links: CAViTLinks, epoch: int) ->
     spaces, extras = dict(targets.spaces), dict(targets.extras)
     if links.matching is not None:
         for m, name in MODALITY_NAMES.items():
-            other = INFRARED if m == VISIBLE else VISIBLE
+            other = other_modality(m)
             own = targets.spaces[name]
             labels = own.labels.clone()
             labels[targets.mask(other)] = links.cross[other]

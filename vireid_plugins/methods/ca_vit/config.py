@@ -22,14 +22,14 @@ def add_ca_vit_config(cfg):
     _C.CA_VIT = CN()
     _C.CA_VIT.PHASE2_START_EPOCH = 50  # first epoch of phase 2 (VRA, VRNL, UM added; association every epoch)
     _C.CA_VIT.MEMORY = CN()
-    _C.CA_VIT.MEMORY.TEMPERATURE = 0.05  # tau of every memory logit (Eq. 2-3, VRA, VRNL, UM)
+    _C.CA_VIT.MEMORY.TEMPERATURE = 0.05  # tau of every memory logit (baseline, VRA, VRNL, UM)
     _C.CA_VIT.MEMORY.MOMENTUM = 0.2  # m of the per-modality memories M^v, M^r (and M^c) (TokenMatcher 0.2)
     _C.CA_VIT.MEMORY.SHARED_MOMENTUM = 0.8  # m of VRA's shared memories phi^vs, phi^rs (TokenMatcher 0.8)
     _C.CA_VIT.MEMORY.UPDATE = "sequential"  # ClusterMemory update: "sequential", "mean" or "hard"
     _C.CA_VIT.BASE = CN()
     _C.CA_VIT.BASE.WEIGHT = 1.0  # weight of the baseline terms CE(M^v f_v), CE(M^v f_c), CE(M^r f_r) (loss_base_*)
     _C.CA_VIT.BASE.CA_MEMORY = False  # the CA view gets its own memory M^c (from the visible clusters) instead of M^v
-    _C.CA_VIT.MAAL = CN({"ENABLED": True})  # three-modality adversarial learning (Eq. 15-17), both phases
+    _C.CA_VIT.MAAL = CN({"ENABLED": True})  # three-modality adversarial learning (Eq. 17), both phases
     _C.CA_VIT.MAAL.ALPHA = 1.0  # alpha: weight of L_D (trains the modality classifier E only; loss_maal_d)
     _C.CA_VIT.MAAL.BETA = 0.1  # beta: weight of L_A (trains the backbone only, through frozen E; loss_maal_a)
     _C.CA_VIT.MAAL.DROPOUT = 0.5  # dropout inside E

@@ -1,4 +1,4 @@
-"""The CA multi-module framework's training criterion (Sun, Du, Gao, Eq. 1-45).
+"""The CA multi-module framework's training criterion (Sun, Du, Gao, §3.1-3.5; total loss Eq. 45).
 
 Queries ``q`` are the image-level features of the batch (the concatenation of the ``T`` per-token BN-neck features,
 each L2-normalised, then normalised: the feature the model is tested on); ``f_v``, ``f_r`` are the visible and
@@ -8,26 +8,26 @@ image's pseudo-label ``y^v``. Every memory is a :class:`~vireid_plugins.modeling
 
 Phase 1 (before ``CA_VIT.PHASE2_START_EPOCH``), per batch:
 
-* baseline (Eq. 1-3): ``loss_base_visible = CE(M^v f_v, y^v)``, ``loss_base_ca = CE(M^v f_c, y^v)`` (or ``M^c`` with
+* baseline (§3.1): ``loss_base_visible = CE(M^v f_v, y^v)``, ``loss_base_ca = CE(M^v f_c, y^v)`` (or ``M^c`` with
   ``BASE.CA_MEMORY``), ``loss_base_infrared = CE(M^r f_r, y^r)``; ``M^v``, ``M^r`` are the centroids of each
   modality's clusters, momentum ``MEMORY.MOMENTUM``;
-* PA-CBAM (Eq. 7, weight ``lambda = MODEL.BACKBONE.PA_CBAM.REG_WEIGHT``): the identity-guided regulariser ``R`` of
+* PA-CBAM (§3.2, weight ``lambda = MODEL.BACKBONE.PA_CBAM.REG_WEIGHT``): the identity-guided regulariser ``R`` of
   this forward's channel attention, within each modality's pseudo-labels (``loss_pacbam_visible`` over the visible
   images and their CA views, ``loss_pacbam_infrared``);
-* MAAL (Eq. 15-17), with the modality classifier ``E`` (a submodule, trained by the optimizer):
+* MAAL (§3.3, Eq. 17), with the modality classifier ``E`` (a submodule, trained by the optimizer):
   ``loss_maal_d = L_D`` on detached features (trains ``E`` only, weight ``alpha``) and ``loss_maal_a = L_A``
   through frozen ``E`` (trains the network only, weight ``beta``); classes visible 0, infrared 1, CA 2.
 
 Phase 2 adds, from the association hook's extras (:mod:`.association`):
 
-* VRA (Eq. 21-23, weight ``alpha_1``): the shared memories ``phi^vs`` (visible clusters, from the visible images and
+* VRA (§3.3, weight ``alpha_1``): the shared memories ``phi^vs`` (visible clusters, from the visible images and
   the infrared images with their cross label ``y~^r``) and ``phi^rs`` (the mirror), momentum
   ``MEMORY.SHARED_MOMENTUM``; they replace ``M^v``, ``M^r`` in the baseline terms (TokenMatcher) and give
   ``loss_vra_visible = CE(phi^rs [f_v; f_c], y~^v)`` and ``loss_vra_infrared = CE(phi^vs f_r, y~^r)``;
-* VRNL (Eq. 33-34, weight ``alpha_2``): ``loss_vrnl_<ab>`` for each neighbour-set pair of the epoch
+* VRNL (§3.4, weight ``alpha_2``): ``loss_vrnl_<ab>`` for each neighbour-set pair of the epoch
   (:func:`~vireid_plugins.association.vrnl_loss`) against the instance memory ``I^b`` of all modality-``b`` features
   (refreshed when the memories are rebuilt, never momentum-updated); CA views use their image's sets;
-* UM (Eq. 40-44, weight ``alpha_3``): ``loss_um_visible = CE(M^v [f_v; f_c], partner(y^v))`` (weight
+* UM (§3.5, Eq. 44, weight ``alpha_3``): ``loss_um_visible = CE(M^v [f_v; f_c], partner(y^v))`` (weight
   ``alpha_3 delta_1``) and ``loss_um_infrared = CE(M^r f_r, partner(y^r))`` (``alpha_3 delta_2``): samples of a
   cluster with a partner this epoch are pulled onto it, and the update writes them into the partner's slot.
 
@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from ...association import NeighbourSets, shared_centroids, vrnl_loss
 from ...data.datasets.bases import INFRARED, MODALITY_NAMES, VISIBLE
+from ...data.targets import other_modality
 from ...modeling.attention import identity_guided_regulariser
 from ...modeling.features import image_features
 from ...modeling.losses import CRITERION_REGISTRY, ClusterMemory, VIReIDCriterion, feature_dim, soft_cross_entropy
@@ -100,7 +101,8 @@ class CAViTCriterion(VIReIDCriterion):
         if "ca" in self.memories:  # M^c starts at the visible centroids; only the CA views move it
             self.memories["ca"].initialize(self.memories["visible"].features)
         if self.vra and SHARED_SPACES[VISIBLE] in targets.spaces:
-            cross = {m: targets.spaces[SHARED_SPACES[1 - m]].labels[targets.mask(m)] for m in MODALITY_NAMES}
+            cross = {m: targets.spaces[SHARED_SPACES[other_modality(m)]].labels[targets.mask(m)]
+                     for m in MODALITY_NAMES}
             phi_vs, phi_rs = shared_centroids(own[VISIBLE][0], own[VISIBLE][1], own[INFRARED][0], own[INFRARED][1],
                                               cross[VISIBLE], cross[INFRARED], targets.spaces["visible"].num_classes,
                                               targets.spaces["infrared"].num_classes)
@@ -129,7 +131,7 @@ class CAViTCriterion(VIReIDCriterion):
             cross = torch.full((len(targets.items),), -1, dtype=torch.long)
             for m in MODALITY_NAMES:
                 mask = targets.mask(m)
-                cross[mask] = targets.spaces[SHARED_SPACES[1 - m]].labels[mask]
+                cross[mask] = targets.spaces[SHARED_SPACES[other_modality(m)]].labels[mask]
             tables["cross"] = cross.to(device)
         if UM_PARTNERS in targets.extras:
             tables["partners"] = {k: v.to(device) for k, v in targets.extras[UM_PARTNERS].items()}
@@ -205,7 +207,7 @@ class CAViTCriterion(VIReIDCriterion):
         return losses
 
     def _vrnl(self, tables, queries: Dict[int, Tensor], items: Dict[int, Tensor]) -> Dict[str, Tensor]:
-        """``loss_vrnl_<ab>`` for every pair of the epoch's neighbour sets (Eq. 33)."""
+        """``loss_vrnl_<ab>`` for every pair of the epoch's neighbour sets (§3.4)."""
         out = {}
         for pair, sets in tables["neighbours"].items():
             a, b = PAIRS[pair]
@@ -215,7 +217,7 @@ class CAViTCriterion(VIReIDCriterion):
         return out
 
     def _pacbam(self, outputs, vis: Tensor, ir: Tensor, y_vc: Tensor, y_r: Tensor) -> Dict[str, Tensor]:
-        """PA-CBAM's identity-guided regulariser ``R`` (Eq. 7) within each modality's pseudo-labels."""
+        """PA-CBAM's identity-guided regulariser ``R`` (§3.2) within each modality's pseudo-labels."""
         if "channel_attention" not in outputs:
             raise KeyError("CAViTCriterion: MODEL.BACKBONE.PA_CBAM.ENABLED is True but the backbone exposes no channel "
                            "attention (outputs['channel_attention']); use a backbone with PA-CBAM (TokenViT, AGW)")
