@@ -1,5 +1,6 @@
-"""The CA multi-module framework end to end on the tiny synthetic set with a tiny ViT (tools/train_net.py): phase 1
-in epoch 0, phase 2 (VRA, VRNL, UM) from epoch 1, every loss in the log and the association accuracy in history.json."""
+"""The CA multi-module framework end to end on the tiny synthetic set with a tiny ViT (tools/train_net.py): a short
+supervised source pre-training (TokenClassifierHead), then from its weights phase 1 in epoch 0 and phase 2 (VRA,
+VRNL, UM) from epoch 1, every loss in the log and the association accuracy in history.json."""
 import json
 
 import pytest
@@ -17,7 +18,14 @@ LOSSES = ["loss_base_visible", "loss_base_ca", "loss_base_infrared", "loss_pacba
 
 @pytest.mark.slow
 def test_ca_vit_runs_both_phases_with_every_module(tiny_sysu, tmp_path):
-    log = train_net("configs/Synthetic/ca_vit.yml", tiny_sysu, tmp_path, opts=TINY_VIT + PHASES)
+    source = tmp_path / "source"
+    train_net("configs/Synthetic/source_pretrain_vit.yml", tiny_sysu, source,
+              opts=TINY_VIT + ["SOLVER.MAX_EPOCH", "1", "SOLVER.IMS_PER_BATCH", "8"])
+    weights = torch.load(source / "model_final.pth", weights_only=True)["model"]
+    assert "heads.classifier.weight" in weights and not any(k.startswith("criterion.") for k in weights)
+    log = train_net("configs/Synthetic/ca_vit.yml", tiny_sysu, tmp_path,
+                    opts=TINY_VIT + PHASES + ["MODEL.WEIGHTS", str(source / "model_final.pth")])
+    assert "source/model_final.pth" in log
     assert "CAViTAssociation at epoch 1" in log and "CAViTAssociation at epoch 2" in log
     assert "CAViTAssociation at epoch 0" not in log
     phase1, phase2 = (next(line for line in log.splitlines() if f"epoch/iter: {e}/" in line) for e in (0, 2))
