@@ -8,8 +8,10 @@ DEMO_DATA := datasets/synthetic/demo/SYSU-MM01
 # stand-in for DOTLA's Market-1501 pre-training that the unsupervised demos start from.
 SOURCE_DATA := datasets/synthetic/source/SYSU-MM01
 SOURCE_WEIGHTS := logs/synthetic/source_pretrain/model_final.pth
+# The same for the small ViT of the CA multi-module demo
+SOURCE_WEIGHTS_VIT := logs/synthetic/source_pretrain_vit/model_final.pth
 
-.PHONY: install test demo demo-supervised demo-usl demo-dotla source-pretrain ablation lint bench clean
+.PHONY: install test demo demo-supervised demo-usl demo-dotla demo-ca-vit source-pretrain source-pretrain-vit ablation lint bench clean
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +37,11 @@ $(SOURCE_WEIGHTS): | $(STAMP) $(SOURCE_DATA)
 
 source-pretrain: $(SOURCE_WEIGHTS)
 
+$(SOURCE_WEIGHTS_VIT): | $(STAMP) $(SOURCE_DATA)
+	$(PY) tools/train_net.py --config-file configs/Synthetic/source_pretrain_vit.yml
+
+source-pretrain-vit: $(SOURCE_WEIGHTS_VIT)
+
 # The demo: DOTLA + NCLR + CNCR, unsupervised on the demo set, from the source-pretrained model.
 demo: demo-dotla
 
@@ -46,6 +53,11 @@ demo-usl: $(STAMP) $(DEMO_DATA) $(SOURCE_WEIGHTS)
 
 demo-supervised: $(STAMP) $(DEMO_DATA)
 	$(PY) tools/train_net.py --config-file configs/Synthetic/agw_supervised.yml
+
+# The CA multi-module framework (PA-CBAM, MAAL, VRA, VRNL, UM) on the demo set: a small 4-token ViT pre-trained
+# on the labelled source set. Its Table 3: tools/run_ablation.py --rows-file configs/Synthetic/ablations/ca_vit.yml
+demo-ca-vit: $(STAMP) $(DEMO_DATA) $(SOURCE_WEIGHTS_VIT)
+	$(PY) tools/train_net.py --config-file configs/Synthetic/ca_vit.yml
 
 # Table 3 of DOTLA on the demo set: 6 rows x 3 seeds, two runs at a time (about 75 minutes on 2 CPU cores).
 ablation: $(STAMP) $(DEMO_DATA) $(SOURCE_WEIGHTS)

@@ -10,7 +10,9 @@ Call contract: ``CRITERION_REGISTRY.get(cfg.MODEL.CRITERION.NAME)(cfg)`` returns
   (0 visible, 1 infrared), ``"targets"`` ``(B,)`` labels in each sample's branch label space, ``"branch"``
   ``(B,)`` (index into ``TrainTargets.branches``), ``"item"`` ``(B,)`` (index into ``TrainTargets.items``) and,
   when the criterion's ``needs_ca_view`` is true, ``"ca_features"`` (``"ca_tokens"``): the features of the
-  channel-exchanged copies of the batch's ``V`` visible images, in batch order;
+  channel-exchanged copies of the batch's ``V`` visible images, in batch order; when the backbone has a channel
+  attention (PA-CBAM), ``"channel_attention"`` ``(B, C)`` and ``"ca_channel_attention"`` ``(V, C)``: the attention
+  vectors of this forward (with their graph, e.g. for PA-CBAM's identity-guided regulariser);
 * ``set_targets(targets, features=None)``, called on every rank by the trainer whenever the epoch's
   :class:`~vireid_plugins.data.targets.TrainTargets` change, with the L2-normalised features of every training
   item (``(N, D)`` or ``(N, T, D)``) when the label spaces were just rebuilt (memories and classifiers follow);

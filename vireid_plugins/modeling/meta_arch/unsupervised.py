@@ -6,7 +6,9 @@ BN-neck features (``{"features": (B, D)}``, plus ``"tokens": (B, T, D)`` for mul
 for heads that have them), and training losses come from a registered criterion
 (``MODEL.CRITERION.NAME``, see :mod:`vireid_plugins.modeling.losses.build`) that owns the cluster memories or
 classifiers. When the criterion asks for it (``needs_ca_view``), the batch's visible images are also passed
-through the visible stem as a channel-exchanged copy (channel augmentation as an extra view, ADCA/DCL).
+through the visible stem as a channel-exchanged copy (channel augmentation as an extra view, ADCA/DCL). When the
+backbone has an attention module that exposes its channel attention (PA-CBAM's ``last_channel_attention``), the
+criterion also receives it.
 
 At test time the model returns the ``tokens`` (``(B, T, D)``) when the head gives them, else the ``features``
 (``(B, D)``), L2-normalised over the last dimension (raw within :func:`raw_test_features`).
@@ -60,6 +62,9 @@ class UnsupervisedVIReID(VIReIDBaseline):
         for key in ("features", "tokens", "pooled"):
             if key in out:
                 outputs[key], outputs["ca_" + key] = out[key][:num], out[key][num:]
+        attention = getattr(getattr(self.backbone, "attention", None), "last_channel_attention", None)
+        if attention is not None:  # of this forward (the module sets it on every call)
+            outputs["channel_attention"], outputs["ca_channel_attention"] = attention[:num], attention[num:]
         for key in _BATCH_KEYS:
             if key in batched_inputs:
                 outputs[key] = batched_inputs[key].to(self.device, non_blocking=True)
