@@ -11,10 +11,10 @@ Before every epoch that is due (every ``PSEUDO.PERIOD`` epochs, and whenever no 
 3. broadcasts the labels, so every rank trains on identical pseudo-labels;
 4. installs :class:`~vireid_plugins.data.targets.TrainTargets` with one label space per modality through
    ``trainer.set_targets(targets, features)`` (the criterion rebuilds its memories or classifiers). In epochs that
-   are not due it re-installs the same labels without features (memories and classifiers carry on). On the main
-   process, the targets of an epoch that clustered carry the sparse Jaccard graphs the clustering used,
-   ``extras["jaccard"] = {modality: (item indices (n,), NeighbourGraph over them)}``, for association hooks that
-   build affinities on the same distances (they run on the main process too).
+   are not due it re-installs the same labels without features (memories and classifiers carry on). The targets of
+   an epoch that clustered carry the features (``extras["features"]``, every rank) and, on the main process, the
+   sparse Jaccard graphs the clustering used (``extras["jaccard"] = {modality: (item indices (n,), NeighbourGraph
+   over them)}``), for association hooks that build on the same features and distances.
 
 The labels are part of the checkpoint (the hook is a checkpointable), so ``--resume`` continues with the
 labels and memories the interrupted run had. Features that are not finite are an error naming the modality and
@@ -92,6 +92,8 @@ class PseudoLabelHook(HookBase):
         self.graphs = {}
         features = self.update(epoch) if self._due(epoch) else None
         targets = self.targets(epoch)
+        if features is not None:
+            targets.extras["features"] = features
         if self.graphs:
             targets.extras["jaccard"] = self.graphs
         self.trainer.set_targets(targets, features)

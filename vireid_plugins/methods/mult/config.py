@@ -39,6 +39,9 @@ def check_mult_config(cfg) -> list:
     if uses_hook and cfg.MODEL.CRITERION.NAME != "MULTCriterion":
         problems.append(f"MODEL.CRITERION.NAME={cfg.MODEL.CRITERION.NAME!r}: MULTAssociation needs the criterion "
                         "that trains on its label spaces, MULTCriterion")
+    if uses_hook and cfg.PSEUDO.PERIOD != 1:
+        problems.append(f"PSEUDO.PERIOD={cfg.PSEUDO.PERIOD}: MULT transfers the labels of every epoch's clustering "
+                        "(its features and Jaccard graphs); expected 1")
     if cfg.MODEL.CRITERION.NAME == "MULTCriterion" and not cfg.MODEL.CRITERION.CA_VIEW:
         problems.append("MODEL.CRITERION.CA_VIEW=False: MULTCriterion trains on the channel-augmented view too "
                         "(DCL and AMIRL); expected True")
