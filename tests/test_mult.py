@@ -197,6 +197,12 @@ def test_propagate_labels_hand_worked():
     torch.testing.assert_close(own, torch.tensor([[0.2, 0.8], [0.8, 0.2]]))
     torch.testing.assert_close(cross, torch.tensor([[0.84, 0.16], [0.16, 0.84]]))
     assert it == 1 and abs(change - 1.6) < 1e-6
+    # the one-hot cross labels given by their classes: the same iterates and change
+    own_h, cross_h, it_h, change_h = propagate_labels(eye, torch.tensor([0, 1]), eye, eye, swap, swap, alpha=0.2,
+                                                      max_iter=1)
+    torch.testing.assert_close(own_h, own)
+    torch.testing.assert_close(cross_h, cross)
+    assert it_h == 1 and abs(change_h - change) < 1e-6
     # targets: 0.7 onehot(argmax) + 0.3 Y_hat
     labels, targets = soft_targets(own, beta=0.7)
     assert labels.tolist() == [1, 0]
@@ -211,6 +217,10 @@ def test_propagate_labels_hand_worked():
     torch.testing.assert_close(own2, o2)
     torch.testing.assert_close(cross2, c2)
     assert it2 == 2
+    own2_h, cross2_h, _, _ = propagate_labels(eye, torch.tensor([0, 1]), eye, half, swap, swap, alpha=0.2,
+                                              max_iter=2, tol=0.0)
+    torch.testing.assert_close(own2_h, o2)
+    torch.testing.assert_close(cross2_h, c2)
     # row-stochastic inputs stay row-stochastic
     assert torch.allclose(own2.sum(1), torch.ones(2)) and torch.allclose(cross2.sum(1), torch.ones(2))
 
@@ -248,13 +258,13 @@ def test_homogeneous_affinity_matches_dense_brute_force():
         homogeneous_affinity(empty_row)
 
 
-@pytest.mark.parametrize("storage,rtol", [(torch.float64, 1e-7), (torch.float32, 1e-4), (torch.bfloat16, 1e-2)])
+@pytest.mark.parametrize("storage,rtol", [(torch.float64, 1e-7), (torch.float32, 5e-4), (torch.bfloat16, 1e-2)])
 def test_instance_affinity_equals_pot_plan(storage, rtol):
     g = torch.Generator().manual_seed(5)
     fv = torch.nn.functional.normalize(torch.randn(30, 6, generator=g, dtype=torch.float64), dim=1)
     fr = torch.nn.functional.normalize(torch.randn(17, 6, generator=g, dtype=torch.float64), dim=1)
     pi = _pot_plan(_sq(fv.numpy(), fr.numpy()), 25.0)  # 30 x 17 at the paper's lam: well conditioned
-    aff = instance_affinity(fv, fr, 25.0, storage_dtype=storage, tol=1e-12 if storage == torch.float64 else 1e-6,
+    aff = instance_affinity(fv, fr, 25.0, storage_dtype=storage, tol=1e-12 if storage == torch.float64 else 1e-5,
                             max_iter=100000, block_rows=7)
     a_vr, a_rv = aff.dense()
     np.testing.assert_allclose(a_vr.double().numpy(), _rownorm(pi), rtol=rtol, atol=rtol * 1e-3)

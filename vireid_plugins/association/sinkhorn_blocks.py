@@ -182,16 +182,17 @@ def _validate_source(source: LogKernelRows, shape, like: torch.Tensor, block_row
     _check_columns(col_max)
 
 
-def _build(source: LogKernelRows, shape, g: torch.Tensor, storage_dtype, block_rows: int,
+def _build(source: LogKernelRows, shape, g: torch.Tensor, storage_dtype, block_rows: int, build_rows: int,
            out: Optional[torch.Tensor] = None) -> StoredKernel:
-    """Evaluate ``source`` block by block, absorbing ``g``, into ``out`` (or a new array)."""
+    """Evaluate ``source`` in blocks of ``build_rows`` rows, absorbing ``g``, into ``out`` (or a new array); the
+    kernel's products then use blocks of ``block_rows``."""
     n, k = shape
     keep, shift = _KEEP[g.dtype], _SHIFT[g.dtype]
     values = torch.empty((n, k), dtype=storage_dtype, device=g.device) if out is None else out
     row_log = torch.empty(n, dtype=g.dtype, device=g.device)
     col_max = torch.full((k,), -math.inf, dtype=g.dtype, device=g.device)
-    for r0 in range(0, n, block_rows):
-        r1 = min(r0 + block_rows, n)
+    for r0 in range(0, n, build_rows):
+        r1 = min(r0 + build_rows, n)
         y = _source_block(source, r0, r1, k, g)
         torch.maximum(col_max, y.amax(0), out=col_max)
         y += g
@@ -239,9 +240,10 @@ class _StoredOps:
 
     dense_products = True
 
-    def __init__(self, source: LogKernelRows, shape, storage_dtype, block_rows: int, threshold: float):
+    def __init__(self, source: LogKernelRows, shape, storage_dtype, block_rows: int, build_rows: int,
+                 threshold: float):
         self.source, self.shape, self.storage_dtype = source, shape, storage_dtype
-        self.block_rows, self.threshold = block_rows, threshold
+        self.block_rows, self.build_rows, self.threshold = block_rows, build_rows, threshold
         self.kernel: Optional[StoredKernel] = None
         self.built_at = None  # column potential of the last build from the source
         self.dirty = False
@@ -250,7 +252,8 @@ class _StoredOps:
     def absorb(self, g: torch.Tensor) -> None:
         if self.kernel is None or self.dirty or self._spread(g - self.built_at) > _REBUILD_DRIFT:
             out = None if self.kernel is None else self.kernel.values
-            self.kernel = _build(self.source, self.shape, g, self.storage_dtype, self.block_rows, out=out)
+            self.kernel = _build(self.source, self.shape, g, self.storage_dtype, self.block_rows, self.build_rows,
+                                 out=out)
             self.built_at = g.clone()
             self.builds += 1
         else:
@@ -292,6 +295,7 @@ def sinkhorn_blocks(
     dtype: Optional[torch.dtype] = None,
     device: Union[str, torch.device, None] = None,
     block_rows: Optional[int] = None,
+    build_rows: Optional[int] = None,
     method: str = "stabilized",
     max_iter: Optional[int] = None,
     tol: Optional[float] = None,
@@ -324,7 +328,9 @@ def sinkhorn_blocks(
         dtype: dtype of the potentials and of the block computations: ``torch.float32`` for float32 or bfloat16
             storage, ``torch.float64`` for float64 storage (the default follows ``storage_dtype``).
         device: where the kernel and potentials live (default: the device of ``log_kernel_rows(0, 1)``).
-        block_rows: rows per block (default: about 2^20 numbers per block).
+        block_rows: rows per block of the products (default: about 2^20 numbers per block).
+        build_rows: rows per call of ``log_kernel_rows`` (default ``block_rows``; larger blocks make a matrix
+            product inside the source more efficient).
         method: ``"stabilized"`` (the stored kernel; default) or ``"log"`` (no stored kernel: every log-sum-exp
             re-evaluates the source, a pass over it per update; for checks).
         reg_m: KL-relaxed marginals with POT's ``ot.sinkhorn_unbalanced(a, b, -log K, 1, reg_m)`` semantics.
@@ -347,17 +353,18 @@ def sinkhorn_blocks(
         device = log_kernel_rows(0, 1).device
     device = torch.device(device)
     block_rows = default_block_rows(k) if block_rows is None else int(block_rows)
+    build_rows = block_rows if build_rows is None else int(build_rows)
     opt = _options(stop_rule, max_iter, tol, check_every, omega, warmup, adapt_every, probe_every, None, reg_m,
                    device.type == "cuda")
     like = torch.empty(0, dtype=dtype, device=device)
     with torch.no_grad():
         log_a = _prepare_marginal(a, n, [], like, "a")
         log_b = _prepare_marginal(b, k, [], like, "b")
-        exact = _SourceLogOps(log_kernel_rows, (n, k), dtype, device, block_rows)
-        stored = _StoredOps(log_kernel_rows, (n, k), storage_dtype, block_rows, absorb_threshold) \
+        exact = _SourceLogOps(log_kernel_rows, (n, k), dtype, device, build_rows)
+        stored = _StoredOps(log_kernel_rows, (n, k), storage_dtype, block_rows, build_rows, absorb_threshold) \
             if method == "stabilized" else None
         if stored is None:  # validate the source once (the stored path does it while building)
-            _validate_source(log_kernel_rows, (n, k), like, block_rows)
+            _validate_source(log_kernel_rows, (n, k), like, build_rows)
         f, g, it, err, converged = _iterate(stored, exact, log_a, log_b, init_log_v, opt, [], device, dtype)
     _warn_not_converged(warn, converged, opt, err)
     return SinkhornResult(log_kernel=None, log_u=f, log_v=g, iterations=it, marginal_error=err, converged=converged,
