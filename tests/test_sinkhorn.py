@@ -494,10 +494,16 @@ def test_rows_and_columns_without_finite_entry_raise():
     batched[1, 3] = -math.inf
     with pytest.raises(ValueError, match=r"rows without a finite entry \(batch..., index\) at entries \[\(1, 3\)\]"):
         sinkhorn_log(batched)
-    # an all-zero probability row used to get the label 0 silently; it has no finite log-kernel entry either
-    probs = torch.tensor([[0.5, 0.5], [0.0, 0.0], [0.9, 0.1]])
-    labels, _ = assign_labels_by_sinkhorn(probs.clamp(min=1e-30))  # tiny but positive: fine
-    assert labels.shape == (3,)
+    # an all -inf log-probability row used to get the label 0 silently; an all-zero probability row cannot carry
+    # mass either (exact zeros next to positive entries are softmax underflow, and are kept as tiny numbers)
+    log_p = torch.tensor([[-0.1, -2.0], [-math.inf, -math.inf], [-1.0, -0.5]])
+    with pytest.raises(ValueError, match=r"rows without a finite entry at entries \[1\]"):
+        assign_labels_by_sinkhorn(log_p, log_input=True)
+    probs = torch.tensor([[0.5, 0.5], [0.0, 0.0], [1.0, 0.0]])
+    with pytest.raises(ValueError, match=r"probability rows without a positive entry .* entries \[1\]"):
+        assign_labels_by_sinkhorn(probs)
+    labels, _ = assign_labels_by_sinkhorn(probs[[0, 2]], 5.0)  # an underflowed zero next to a 1: fine
+    assert labels.tolist() == [1, 0]
     with pytest.raises(ValueError, match=r"NaN or \+inf at entries \[\(0, 1\)\]"):
         sinkhorn_log(torch.tensor([[0.0, math.inf], [0.0, 0.0]]))
 
@@ -572,6 +578,8 @@ def test_blocks_log_method_and_unbalanced_equal_pot():
     expected = pot_plan(a, b, cost, reg)
     plan = (log_k + res.log_u[:, None] + res.log_v[None]).exp()
     np.testing.assert_allclose(plan.numpy(), expected, rtol=1e-7, atol=1e-15)
+    with pytest.raises(ValueError, match="holds no kernel"):
+        res.plan()
     relaxed = sinkhorn_blocks(_rows_of(log_k), (20, 13), torch.from_numpy(a), torch.from_numpy(b),
                               storage_dtype=torch.float64, reg_m=reg_m / reg, tol=1e-13, max_iter=500000)
     np.testing.assert_allclose(relaxed.plan().numpy(), pot_unbalanced(a, b, cost, reg, reg_m), rtol=1e-6,

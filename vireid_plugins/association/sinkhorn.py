@@ -200,7 +200,12 @@ class SinkhornResult:
     kernel: object = None
 
     def _log_kernel(self) -> torch.Tensor:
-        return self.log_kernel if self.log_kernel is not None else self.kernel.log_dense()
+        if self.log_kernel is not None:
+            return self.log_kernel
+        if self.kernel is None:
+            raise ValueError("this result holds no kernel (sinkhorn_blocks(method='log') keeps none): only its "
+                             "potentials log_u, log_v are available")
+        return self.kernel.log_dense()
 
     def log_plan(self) -> torch.Tensor:
         """``(*B, N, K)`` log of the transport plan (``-inf`` where the kernel is 0); materialises one matrix."""
@@ -212,7 +217,7 @@ class SinkhornResult:
 
     def row_argmax(self) -> torch.Tensor:
         """``(*B, N)`` int64: ``argmax_j Q_ij`` for every row (``u_i`` drops out: ``argmax_j log K_ij + log_v_j``)."""
-        if self.log_kernel is None:
+        if self.log_kernel is None and self.kernel is not None:
             return self.kernel.row_argmax(self.log_v)
         return (self.log_kernel + self.log_v.unsqueeze(-2)).argmax(-1)
 
@@ -773,6 +778,9 @@ def _log_probs(probs: torch.Tensor, log_input: bool) -> torch.Tensor:
     if bool(bad.any()):
         raise ValueError(f"probabilities must be finite and >= 0 (log-probabilities or logits? pass log_input=True "
                          f"for log-probabilities), got {_first_bad(bad)}")
+    if probs.numel() and bool((probs.amax(-1) <= 0).any()):
+        raise ValueError(f"probability rows without a positive entry (they cannot carry mass) at "
+                         f"{_first_bad(probs.amax(-1) <= 0)}")
     # exact zeros (softmax underflow) become the smallest normal number: lam * log(tiny) is ~ -2200 in float32
     return probs.clamp(min=torch.finfo(probs.dtype).tiny).log()
 
