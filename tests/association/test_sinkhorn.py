@@ -382,3 +382,262 @@ def test_dotla_log_input_and_otla_rule():
     assert warm.ir_to_vis.converged and warm.vis_to_ir.iterations <= 2  # unchanged direction: already solved
     assert (warm.ir_to_vis_labels != cold.ir_to_vis_labels).sum() <= 1
     assert torch.equal(warm.vis_to_ir_labels, cold.vis_to_ir_labels)
+
+
+# ------------------------------------------------------------------------------------------------ relaxed marginals
+def pot_unbalanced(a, b, cost, reg, reg_m):
+    return ot.sinkhorn_unbalanced(a, b, cost, reg, reg_m, numItermax=500000, stopThr=1e-15)
+
+
+@pytest.mark.parametrize("method", ["stabilized", "log"])
+@pytest.mark.parametrize("reg_m", [0.05, 0.5, 5.0, (math.inf, 0.3), (0.3, math.inf)])
+@pytest.mark.parametrize("uniform", [True, False])
+def test_unbalanced_equals_pot(method, reg_m, uniform):
+    cost, a, b = random_problem(18, 11, seed=31, uniform=uniform)
+    reg = 0.1
+    expected = pot_unbalanced(a, b, cost, reg, reg_m)
+    res = sinkhorn(torch.from_numpy(cost), torch.from_numpy(a), torch.from_numpy(b), reg, reg_m=reg_m,
+                   tol=1e-13, max_iter=500000, method=method)
+    assert res.converged and res.reg_m == reg_m / reg if not isinstance(reg_m, tuple) else res.converged
+    np.testing.assert_allclose(res.plan().numpy(), expected, rtol=1e-6, atol=1e-14)
+    if not isinstance(reg_m, tuple):  # both marginals relaxed: neither is met
+        plan = res.plan().numpy()
+        assert np.abs(plan.sum(0) - b).sum() > 1e-4 and np.abs(plan.sum(1) - a).sum() > 1e-4
+
+
+def test_unbalanced_power_form_and_labels_equal_pot():
+    # DOTLA form: M = -log P, reg = 1 / lam, reg_m in the units of M
+    g = torch.Generator().manual_seed(12)
+    logp = torch.log_softmax(2 * torch.randn(40, 6, generator=g, dtype=torch.float64), 1)
+    lam, reg_m = 5.0, 0.5
+    n, k = logp.shape
+    expected = pot_unbalanced(np.full(n, 1 / n), np.full(k, 1 / k), -logp.numpy(), 1 / lam, reg_m)
+    res = sinkhorn_power(logp, lam, log_input=True, reg_m=reg_m, tol=1e-13, max_iter=500000)
+    np.testing.assert_allclose(res.plan().numpy(), expected, rtol=1e-6, atol=1e-14)
+    labels, _ = assign_labels_by_sinkhorn(logp, lam, log_input=True, reg_m=reg_m, tol=1e-13, max_iter=500000)
+    assert labels.tolist() == expected.argmax(1).tolist()
+    # relaxing the class marginal lets the popular classes keep more samples than the balanced plan gives them
+    balanced, _ = assign_labels_by_sinkhorn(logp, lam, log_input=True, tol=1e-12, max_iter=100000)
+    argmax = logp.argmax(1)
+    assert (labels == argmax).sum() >= (balanced == argmax).sum()
+
+
+def test_unbalanced_limits_and_options():
+    cost, a, b = random_problem(15, 9, seed=4)
+    ta, tb, tc = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(cost)
+    balanced = sinkhorn(tc, ta, tb, 0.1, tol=1e-13, max_iter=100000)
+    exact = sinkhorn(tc, ta, tb, 0.1, reg_m=math.inf, tol=1e-13, max_iter=100000)
+    np.testing.assert_allclose(exact.plan().numpy(), balanced.plan().numpy(), rtol=1e-9, atol=1e-15)
+    # a large reg_m approaches the balanced plan (relative gap ~ reg / reg_m); it converges slowly, the mass
+    # direction contracting by about (reg_m / (reg_m + reg))^2 per iteration
+    loose = sinkhorn(tc, ta, tb, 0.1, reg_m=100.0, tol=1e-8, max_iter=100000)
+    assert loose.converged
+    gap = (loose.plan() - balanced.plan()).abs() / balanced.plan()
+    assert 1e-4 < float(gap.max()) < 2e-2
+    # the reported error is the residual of the column update, small at convergence
+    relaxed = sinkhorn(tc, ta, tb, 0.1, reg_m=0.2, tol=1e-10, max_iter=100000)
+    assert relaxed.converged and float(relaxed.marginal_error) < 1e-10
+    with pytest.raises(ValueError, match="over-relaxation"):
+        sinkhorn(tc, ta, tb, 0.1, reg_m=0.2, omega=1.5)
+    with pytest.raises(ValueError, match="eps_scaling"):
+        sinkhorn(tc, ta, tb, 0.1, reg_m=0.2, eps_scaling=2)
+    for bad in (0.0, -1.0, float("nan"), (1.0, 2.0, 3.0)):
+        with pytest.raises(ValueError, match="reg_m"):
+            sinkhorn(tc, ta, tb, 0.1, reg_m=bad)
+
+
+def test_dotla_relaxed_marginals():
+    g = torch.Generator().manual_seed(13)
+    p_r = torch.softmax(2 * torch.randn(30, 5, generator=g, dtype=torch.float64), 1)
+    p_v = torch.softmax(2 * torch.randn(25, 4, generator=g, dtype=torch.float64), 1)
+    lam, reg_m = 25.0, 0.05
+    res = dual_optimal_transport_labels(p_r, p_v, lam, marginals="relaxed", reg_m=reg_m, tol=1e-12,
+                                        max_iter=500000)
+    for probs, labels in ((p_r, res.ir_to_vis_labels), (p_v, res.vis_to_ir_labels)):
+        n, k = probs.shape
+        expected = pot_unbalanced(np.full(n, 1 / n), np.full(k, 1 / k), -probs.log().numpy(), 1 / lam, reg_m)
+        assert labels.tolist() == expected.argmax(1).tolist()
+    np.testing.assert_allclose(res.ir_to_vis.plan().numpy(), pot_unbalanced(
+        np.full(30, 1 / 30), np.full(5, 1 / 5), -p_r.log().numpy(), 1 / lam, reg_m), rtol=1e-6, atol=1e-14)
+    # default behaviour unchanged, and reg_m only with "relaxed"
+    default = dual_optimal_transport_labels(p_r, p_v, lam, tol=1e-10, max_iter=100000)
+    uniform = dual_optimal_transport_labels(p_r, p_v, lam, marginals="uniform", tol=1e-10, max_iter=100000)
+    assert torch.equal(default.ir_to_vis_labels, uniform.ir_to_vis_labels)
+    assert default.ir_to_vis.reg_m is None
+    with pytest.raises(ValueError, match="reg_m is required"):
+        dual_optimal_transport_labels(p_r, p_v, marginals="relaxed")
+    with pytest.raises(ValueError, match="reg_m is required"):
+        dual_optimal_transport_labels(p_r, p_v, reg_m=1.0)
+
+
+# ------------------------------------------------------------------------------------------------ validation
+def test_empty_inputs_raise():
+    for shape in ((0, 3), (3, 0), (2, 0, 3)):
+        with pytest.raises(ValueError, match="empty"):
+            sinkhorn_log(torch.zeros(shape))
+    with pytest.raises(ValueError, match="empty"):
+        assign_labels_by_sinkhorn(torch.zeros(0, 4))
+    with pytest.raises(ValueError, match=r"empty \(shape \(0, 2\)\)"):
+        dual_optimal_transport_labels(torch.zeros(0, 2), torch.full((2, 2), 0.5))
+
+
+def test_rows_and_columns_without_finite_entry_raise():
+    log_k = torch.zeros(4, 3)
+    log_k[2] = -math.inf
+    with pytest.raises(ValueError, match=r"rows without a finite entry at entries \[2\]"):
+        sinkhorn_log(log_k)
+    log_k = torch.zeros(4, 3)
+    log_k[:, 1] = -math.inf
+    with pytest.raises(ValueError, match=r"columns without a finite entry at entries \[1\]"):
+        sinkhorn_log(log_k, method="log")
+    batched = torch.zeros(2, 4, 3)
+    batched[1, 3] = -math.inf
+    with pytest.raises(ValueError, match=r"rows without a finite entry \(batch..., index\) at entries \[\(1, 3\)\]"):
+        sinkhorn_log(batched)
+    # an all -inf log-probability row used to get the label 0 silently; an all-zero probability row cannot carry
+    # mass either (exact zeros next to positive entries are softmax underflow, and are kept as tiny numbers)
+    log_p = torch.tensor([[-0.1, -2.0], [-math.inf, -math.inf], [-1.0, -0.5]])
+    with pytest.raises(ValueError, match=r"rows without a finite entry at entries \[1\]"):
+        assign_labels_by_sinkhorn(log_p, log_input=True)
+    probs = torch.tensor([[0.5, 0.5], [0.0, 0.0], [1.0, 0.0]])
+    with pytest.raises(ValueError, match=r"probability rows without a positive entry .* entries \[1\]"):
+        assign_labels_by_sinkhorn(probs)
+    labels, _ = assign_labels_by_sinkhorn(probs[[0, 2]], 5.0)  # an underflowed zero next to a 1: fine
+    assert labels.tolist() == [1, 0]
+    with pytest.raises(ValueError, match=r"NaN or \+inf at entries \[\(0, 1\)\]"):
+        sinkhorn_log(torch.tensor([[0.0, math.inf], [0.0, 0.0]]))
+
+
+def test_bad_marginals_and_probabilities_raise():
+    cost = torch.rand(4, 3)
+    with pytest.raises(ValueError, match=r"a must be finite, got entries \[1\]"):
+        sinkhorn(cost, [0.5, float("nan"), 0.25, 0.25], None, 0.1)
+    with pytest.raises(ValueError, match=r"b must be positive .* got entries \[2\]"):
+        sinkhorn(cost, None, [0.5, 0.5, 0.0], 0.1)
+    with pytest.raises(ValueError, match=r"probabilities must be finite and >= 0 .* entries \[\(1, 0\)\]"):
+        sinkhorn_power(torch.tensor([[0.5, 0.5], [-0.1, 1.1]]))
+    with pytest.raises(ValueError, match="log-probabilities contain NaN"):
+        sinkhorn_power(torch.tensor([[0.0, float("nan")]]), log_input=True)
+
+
+def test_dotla_rejects_logits_and_non_probabilities():
+    g = torch.Generator().manual_seed(14)
+    logits_r, logits_v = 3 * torch.randn(20, 4, generator=g), 3 * torch.randn(15, 5, generator=g)
+    ok_r, ok_v = logits_r.softmax(1), logits_v.softmax(1)
+    with pytest.raises(ValueError, match="probs_ir_to_vis: probabilities must be finite and >= 0"):
+        dual_optimal_transport_labels(logits_r, ok_v)  # raw logits (negative entries)
+    with pytest.raises(ValueError, match=r"probs_vis_to_ir: each row must sum to 1 .* rows \[0, 1, 2, 3, 4\]"):
+        dual_optimal_transport_labels(ok_r, logits_v.abs())  # positive but not normalised
+    with pytest.raises(ValueError, match="log-probabilities must be <= 0"):
+        dual_optimal_transport_labels(logits_r, logits_v.log_softmax(1), log_input=True)
+    with pytest.raises(ValueError, match="logsumexp of each row must be 0"):
+        dual_optimal_transport_labels(logits_r.log_softmax(1), logits_v.log_softmax(1) - 1.0, log_input=True)
+    with pytest.raises(ValueError, match="logits or log-probabilities"):
+        dual_optimal_transport_labels(ok_r.log(), ok_v.log())  # log-probabilities passed as probabilities
+    res = dual_optimal_transport_labels(ok_r, ok_v)  # float32 softmax rows pass the check
+    assert res.ir_to_vis_labels.shape == (20,)
+
+
+# ------------------------------------------------------------------------------------------------ blocks
+from vireid_plugins.association.sinkhorn_blocks import StoredKernel, sinkhorn_blocks  # noqa: E402
+
+
+def _rows_of(log_k, calls=None):
+    def rows(r0, r1):
+        if calls is not None:
+            calls.append((r0, r1))
+        return log_k[r0:r1]
+    return rows
+
+
+@pytest.mark.parametrize("storage,tol,rtol", [(torch.float64, 1e-12, 1e-7), (torch.float32, 1e-6, 1e-4),
+                                              (torch.bfloat16, 1e-6, 1e-2)])
+@pytest.mark.parametrize("uniform", [True, False])
+def test_blocks_equal_pot(storage, tol, rtol, uniform):
+    cost, a, b = random_problem(37, 23, seed=21, uniform=uniform)
+    reg = 0.05
+    expected = pot_plan(a, b, cost, reg)
+    dtype = torch.float64 if storage == torch.float64 else torch.float32
+    log_k = torch.from_numpy(-cost / reg).to(dtype)
+    res = sinkhorn_blocks(_rows_of(log_k), (37, 23), torch.from_numpy(a), torch.from_numpy(b), storage_dtype=storage,
+                          block_rows=5, tol=tol, max_iter=100000)
+    assert res.converged and res.log_kernel is None and res.kernel.values.dtype == storage
+    np.testing.assert_allclose(res.plan().double().numpy(), expected, rtol=rtol, atol=rtol * 1e-3)
+    assert torch.equal(res.row_argmax(), res.log_plan().argmax(1))
+    # the kernel is held once: the stored array and the log kernel it represents
+    assert res.kernel.values.shape == (37, 23)
+    torch.testing.assert_close(res.kernel.log_dense().double(), log_k.double(), rtol=0, atol=max(rtol, 1e-10))
+
+
+def test_blocks_log_method_and_unbalanced_equal_pot():
+    cost, a, b = random_problem(20, 13, seed=22)
+    reg, reg_m = 0.05, 0.4
+    log_k = torch.from_numpy(-cost / reg)
+    res = sinkhorn_blocks(_rows_of(log_k), (20, 13), torch.from_numpy(a), torch.from_numpy(b),
+                          storage_dtype=torch.float64, method="log", tol=1e-12, max_iter=100000, block_rows=6)
+    expected = pot_plan(a, b, cost, reg)
+    plan = (log_k + res.log_u[:, None] + res.log_v[None]).exp()
+    np.testing.assert_allclose(plan.numpy(), expected, rtol=1e-7, atol=1e-15)
+    with pytest.raises(ValueError, match="holds no kernel"):
+        res.plan()
+    relaxed = sinkhorn_blocks(_rows_of(log_k), (20, 13), torch.from_numpy(a), torch.from_numpy(b),
+                              storage_dtype=torch.float64, reg_m=reg_m / reg, tol=1e-13, max_iter=500000)
+    np.testing.assert_allclose(relaxed.plan().numpy(), pot_unbalanced(a, b, cost, reg, reg_m), rtol=1e-6,
+                               atol=1e-15)
+
+
+def test_blocks_in_place_reabsorption_and_rebuild():
+    # column j's cost is lowered by 2j / 23 ... so that the column potentials spread over ~70 (> 45): the kernel
+    # is re-absorbed in place while the spread since the build is <= 45, then rebuilt from the source once
+    n, k = 40, 24
+    rng = np.random.default_rng(8)
+    log_k = torch.from_numpy(rng.random((n, k)) - np.linspace(0, 70, k)[None, :])
+    calls = []
+    res = sinkhorn_blocks(_rows_of(log_k, calls), (n, k), storage_dtype=torch.float64, block_rows=8, tol=1e-12,
+                          max_iter=100000, device="cpu")
+    expected = pot_plan(np.full(n, 1 / n), np.full(k, 1 / k), -log_k.numpy(), 1.0)
+    np.testing.assert_allclose(res.plan().numpy(), expected, rtol=1e-7, atol=1e-15)
+    spread = float(res.log_v.max() - res.log_v.min())
+    assert spread > 45
+    builds = len(calls) // 5  # 5 blocks per pass over the source
+    assert 2 <= builds <= 3 and len(calls) % 5 == 0
+
+
+def test_blocks_validation():
+    log_k = torch.zeros(6, 4)
+    with pytest.raises(ValueError, match="empty"):
+        sinkhorn_blocks(_rows_of(log_k), (0, 4))
+    bad = log_k.clone()
+    bad[3, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"rows 2:4 contain NaN or \+inf at \(row - 2, column\) entries \[\(1, 2\)\]"):
+        sinkhorn_blocks(_rows_of(bad), (6, 4), block_rows=2)
+    bad = log_k.clone()
+    bad[5] = -math.inf
+    with pytest.raises(ValueError, match=r"rows without a finite entry: \[5\]"):
+        sinkhorn_blocks(_rows_of(bad), (6, 4), block_rows=4)
+    bad = log_k.clone()
+    bad[:, 0] = -math.inf
+    for method in ("stabilized", "log"):
+        with pytest.raises(ValueError, match=r"columns without a finite entry: entries \[0\]"):
+            sinkhorn_blocks(_rows_of(bad), (6, 4), method=method)
+    with pytest.raises(ValueError, match="returned shape"):
+        sinkhorn_blocks(lambda r0, r1: torch.zeros(r1 - r0, 3), (6, 4))
+    with pytest.raises(ValueError, match="storage_dtype"):
+        sinkhorn_blocks(_rows_of(log_k), (6, 4), storage_dtype=torch.float16)
+
+
+def test_stored_kernel_products_and_rescale():
+    g = torch.Generator().manual_seed(9)
+    log_k = torch.randn(13, 7, generator=g, dtype=torch.float64) * 3
+    res = sinkhorn_blocks(_rows_of(log_k), (13, 7), storage_dtype=torch.float64, block_rows=4, tol=1e-12,
+                          max_iter=100000)
+    kern: StoredKernel = res.kernel
+    dense = kern.log_dense().exp()
+    x, y = torch.rand(7, 3, generator=g, dtype=torch.float64), torch.rand(13, 3, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(kern.matvec(x) * kern.row_log.exp()[:, None], dense @ (x * kern.col_log.exp()[:, None]))
+    torch.testing.assert_close(kern.rmatvec(y), kern.values.T @ y)
+    before = kern.log_dense()
+    kern.rescale_(res.log_v)  # the represented kernel does not change; rows now follow the plan
+    torch.testing.assert_close(kern.log_dense(), before)
+    plan_rows = res.plan() / res.plan().sum(1, keepdim=True)
+    torch.testing.assert_close(kern.values / kern.values.sum(1, keepdim=True), plan_rows)
