@@ -11,7 +11,7 @@ SOURCE_WEIGHTS := logs/synthetic/source_pretrain/model_final.pth
 # The same for the small ViT of the CA multi-module demo
 SOURCE_WEIGHTS_VIT := logs/synthetic/source_pretrain_vit/model_final.pth
 
-.PHONY: install test demo demo-supervised demo-usl demo-dotla demo-ca-vit source-pretrain source-pretrain-vit ablation lint bench clean
+.PHONY: install test demo demo-supervised demo-usl demo-dotla demo-mult demo-ca-vit source-pretrain source-pretrain-vit ablation lint bench clean
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,9 @@ demo-supervised: $(STAMP) $(DEMO_DATA)
 
 # The CA multi-module framework (PA-CBAM, MAAL, VRA, VRNL, UM) on the demo set: a small 4-token ViT pre-trained
 # on the labelled source set. Its Table 3: tools/run_ablation.py --rows-file configs/Synthetic/ablations/ca_vit.yml
+demo-mult: $(STAMP) $(DEMO_DATA) $(SOURCE_WEIGHTS)
+	$(PY) tools/train_net.py --config-file configs/Synthetic/mult.yml
+
 demo-ca-vit: $(STAMP) $(DEMO_DATA) $(SOURCE_WEIGHTS_VIT)
 	$(PY) tools/train_net.py --config-file configs/Synthetic/ca_vit.yml
 

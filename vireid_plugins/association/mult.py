@@ -189,7 +189,7 @@ def homogeneous_affinity(graph: NeighbourGraph, order: Optional[torch.Tensor] = 
         crow, cols, aff = permuted.indptr, permuted.indices, permuted.distances
     else:
         crow = graph.indptr
-    return torch.sparse_csr_tensor(crow, cols, aff.float(), (n, n)).to(device or "cpu")
+    return torch.sparse_csr_tensor(crow, cols, aff.float(), (n, n), check_invariants=False).to(device or "cpu")
 
 
 # --------------------------------------------------------------------------------------------------------------
