@@ -67,7 +67,8 @@ def dotla_cross_targets(cfg, predict: Callable, feats: torch.Tensor, targets: Tr
     vis, ir = sorted(MODALITY_NAMES)
     result = dual_optimal_transport_labels(
         probs[vis], probs[ir], lam=d.LAMBDA, marginals=d.MARGINALS, cluster_sizes_vis=sizes[vis],
-        cluster_sizes_ir=sizes[ir], tol=d.TOL, max_iter=d.MAX_ITER)
+        cluster_sizes_ir=sizes[ir], reg_m=d.REG_M if d.MARGINALS == "relaxed" else None, tol=d.TOL,
+        max_iter=d.MAX_ITER)
     assigned = {vis: result.ir_to_vis_labels.cpu(), ir: result.vis_to_ir_labels.cpu()}
     for m, name in names.items():
         space, source = targets.spaces[name], out[name]["source"]

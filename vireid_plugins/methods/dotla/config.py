@@ -5,7 +5,7 @@ from ..build import METHOD_CONFIG_CHECK_REGISTRY, METHOD_CONFIG_REGISTRY
 
 __all__ = ["add_dotla_config", "check_dotla_config"]
 
-MARGINALS = ("uniform", "cluster_size")  # see association.dotla
+MARGINALS = ("uniform", "cluster_size", "relaxed")  # see association.dotla
 TRANSPORT_SETS = ("all", "clustered")
 NCLR_NORMALIZATIONS = ("k", "clean")  # see association.nclr
 
@@ -18,7 +18,8 @@ def add_dotla_config(cfg):
     _C.DOTLA = CN()
     _C.DOTLA.START_EPOCH = 40  # first epoch of stage 2 (association every epoch, Eq. 17); before it Eq. 16 only
     _C.DOTLA.LAMBDA = 25.0  # lambda of Eq. 3 (entropic regularisation 1 / lambda)
-    _C.DOTLA.MARGINALS = "uniform"  # class marginal: "uniform" (the paper) or "cluster_size"
+    _C.DOTLA.MARGINALS = "uniform"  # class marginal: "uniform" (the paper), "cluster_size" or "relaxed" (KL)
+    _C.DOTLA.REG_M = 1.0  # "relaxed": weight of the KL penalties on both marginals (in units of the cost -log P)
     _C.DOTLA.TRANSPORT_SET = "all"  # images transported: "all" (the paper: DBSCAN outliers too) or "clustered"
     _C.DOTLA.MAX_ITER = 1000  # Sinkhorn iteration cap
     _C.DOTLA.TOL = 1e-4  # Sinkhorn marginal error tolerance
@@ -46,6 +47,8 @@ def check_dotla_config(cfg) -> list:
                         "that trains on its cross-modality targets, DOTLACriterion")
     if d.MARGINALS not in MARGINALS:
         problems.append(f"DOTLA.MARGINALS={d.MARGINALS!r}: expected one of {MARGINALS}")
+    if d.MARGINALS == "relaxed" and not d.REG_M > 0:
+        problems.append(f"DOTLA.REG_M={d.REG_M!r}: expected > 0 (the weight of the relaxed marginals' KL penalties)")
     if d.TRANSPORT_SET not in TRANSPORT_SETS:
         problems.append(f"DOTLA.TRANSPORT_SET={d.TRANSPORT_SET!r}: expected one of {TRANSPORT_SETS}")
     if d.NCLR.NORMALIZE not in NCLR_NORMALIZATIONS:

@@ -20,7 +20,7 @@ import logging
 import torch
 from fastreid.utils import comm
 
-from ...association.mult import MULTResult, mult_label_transfer
+from ...association.mult import CENTROID_SINKHORN, MULTResult, mult_label_transfer
 from ...data.datasets.bases import INFRARED, VISIBLE
 from ...data.targets import LabelSpace, TrainTargets
 from ...engine import ASSOCIATION_HOOK_REGISTRY, AssociationHook, broadcast_from_main
@@ -76,5 +76,8 @@ class MULTAssociation(AssociationHook):
                                    "(non-finite features dropped, PSEUDO.NON_FINITE drop); MULT labels every image")
             inputs[name] = (image_features(feats[items]), targets.spaces[name].labels[items], graph)
         (f_v, y_v, g_v), (f_r, y_r, g_r) = inputs["visible"], inputs["infrared"]
+        relaxed = {"reg_m": m.REG_M} if m.REG_M > 0 else {}
         return mult_label_transfer(f_v, f_r, y_v, y_r, g_v, g_r, temperature=m.TEMPERATURE, lam=m.LAMBDA,
-                                   alpha=m.ALPHA, beta=m.BETA, max_iter=m.MAX_ITER, tol=m.TOL)
+                                   alpha=m.ALPHA, beta=m.BETA, max_iter=m.MAX_ITER, tol=m.TOL,
+                                   centroid_sinkhorn={**CENTROID_SINKHORN, **relaxed} if relaxed else None,
+                                   instance_sinkhorn=relaxed or None)

@@ -15,6 +15,7 @@ def add_mult_config(cfg):
     _C.MULT.START_EPOCH = 40  # first epoch of label transfer + AMIRL; before it the DCL baseline
     _C.MULT.TEMPERATURE = 0.05  # initial soft labels softmax(F c^T / T)
     _C.MULT.LAMBDA = 25.0  # lambda of both transports (cross labels to centroids, instance plan)
+    _C.MULT.REG_M = 0.0  # > 0: KL-relaxed marginals of weight REG_M in both transports (0: exact, the authors')
     _C.MULT.ALPHA = 0.2  # weight of the initial labels in the fixed point
     _C.MULT.BETA = 0.7  # soft targets: beta onehot(argmax) + (1 - beta) Y-hat
     _C.MULT.MAX_ITER = 20  # fixed-point iterations at most
@@ -51,6 +52,8 @@ def check_mult_config(cfg) -> list:
     for key in ("ALPHA", "BETA"):
         if not 0 <= m[key] <= 1:
             problems.append(f"MULT.{key}={m[key]!r}: expected a value in [0, 1]")
+    if not m.REG_M >= 0:
+        problems.append(f"MULT.REG_M={m.REG_M!r}: expected >= 0 (0: exact marginals)")
     for key in ("TEMPERATURE", "LAMBDA", "TOL"):
         if not m[key] > 0:
             problems.append(f"MULT.{key}={m[key]!r}: expected > 0")
