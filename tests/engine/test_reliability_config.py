@@ -108,7 +108,7 @@ def test_enumerations_and_dependencies(cfg):
         "PSEUDO.K1=0: expected an integer >= 1",
         "PSEUDO.OUTLIERS='keep': expected one of ('drop', 'singleton')",
         "DATALOADER.DUAL_PAIRING='paired': expected one of ('auto', 'shared', 'independent')",
-        "DOTLA.MARGINALS='sizes': expected one of ('uniform', 'cluster_size')",
+        "DOTLA.MARGINALS='sizes': expected one of ('uniform', 'cluster_size', 'relaxed')",
         "DOTLA.LAMBDA=0.0: expected > 0 (the entropic regularisation is 1 / lambda)",
     ]
     assert "SYSUMM01" in found[0] and "RegDB" in found[0]

@@ -16,7 +16,7 @@ every method package it contains, so adding a method adds files under ``methods/
 """
 from fastreid.utils.registry import Registry
 
-__all__ = ["METHOD_CONFIG_REGISTRY", "METHOD_CONFIG_CHECK_REGISTRY", "add_method_configs"]
+__all__ = ["METHOD_CONFIG_REGISTRY", "METHOD_CONFIG_CHECK_REGISTRY", "add_method_configs", "hook_criterion_problems"]
 
 METHOD_CONFIG_REGISTRY = Registry("VIREID_METHOD_CONFIG")
 METHOD_CONFIG_REGISTRY.__doc__ = __doc__
@@ -27,3 +27,16 @@ METHOD_CONFIG_CHECK_REGISTRY.__doc__ = __doc__
 def add_method_configs(cfg) -> None:
     for name in sorted(METHOD_CONFIG_REGISTRY._obj_map):
         METHOD_CONFIG_REGISTRY.get(name)(cfg)
+
+
+def hook_criterion_problems(cfg, hook: str, criterion: str, trains_on: str):
+    """For a method's config check: ``None`` when ``cfg`` uses neither the method's association ``hook`` nor its
+    ``criterion`` (nothing to check); else the problems of their pairing (``[]`` when fine): the hook's targets
+    need the criterion that ``trains_on`` them."""
+    uses_hook = hook in cfg.PSEUDO.ASSOCIATION
+    if not uses_hook and cfg.MODEL.CRITERION.NAME != criterion:
+        return None
+    if uses_hook and cfg.MODEL.CRITERION.NAME != criterion:
+        return [f"MODEL.CRITERION.NAME={cfg.MODEL.CRITERION.NAME!r}: {hook} needs the criterion that trains on "
+                f"{trains_on}, {criterion}"]
+    return []

@@ -5,7 +5,7 @@ PA-CBAM itself is a backbone option (``MODEL.BACKBONE.PA_CBAM.*``); its regulari
 """
 from fastreid.config import CfgNode as CN
 
-from ..build import METHOD_CONFIG_CHECK_REGISTRY, METHOD_CONFIG_REGISTRY
+from ..build import METHOD_CONFIG_CHECK_REGISTRY, METHOD_CONFIG_REGISTRY, hook_criterion_problems
 
 __all__ = ["add_ca_vit_config", "check_ca_vit_config"]
 
@@ -57,21 +57,15 @@ def add_ca_vit_config(cfg):
     _C.CA_VIT.UM.WRAP = False  # cyclic partners in groups of >= 3 (False: none past a group's ends, TokenMatcher)
 
 
-def _uses_method(cfg) -> bool:
-    return HOOK_NAME in cfg.PSEUDO.ASSOCIATION or cfg.MODEL.CRITERION.NAME == CRITERION_NAME
-
-
 @METHOD_CONFIG_CHECK_REGISTRY.register()
 def check_ca_vit_config(cfg) -> list:
     """Problems of a config that uses the CA-ViT method (its association hook or criterion); ``[]`` otherwise."""
-    if not _uses_method(cfg):
+    problems = hook_criterion_problems(cfg, HOOK_NAME, CRITERION_NAME, "its matching and neighbour sets")
+    if problems is None:
         return []
-    c, problems = cfg.CA_VIT, []
+    c = cfg.CA_VIT
     uses_hook = HOOK_NAME in cfg.PSEUDO.ASSOCIATION
     phase2 = c.VRA.ENABLED or c.VRNL.ENABLED or c.UM.ENABLED
-    if uses_hook and cfg.MODEL.CRITERION.NAME != CRITERION_NAME:
-        problems.append(f"MODEL.CRITERION.NAME={cfg.MODEL.CRITERION.NAME!r}: {HOOK_NAME} needs the criterion that "
-                        f"trains on its matching and neighbour sets, {CRITERION_NAME}")
     if not uses_hook and phase2 and cfg.MODEL.CRITERION.NAME == CRITERION_NAME:
         problems.append(f"PSEUDO.ASSOCIATION={tuple(cfg.PSEUDO.ASSOCIATION)}: CA_VIT.VRA/VRNL/UM are enabled, so "
                         f"phase 2 needs the association hook {HOOK_NAME!r} (or disable the three)")

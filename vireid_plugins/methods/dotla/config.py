@@ -1,7 +1,7 @@
 """DOTLA's config keys (every one under ``DOTLA``)."""
 from fastreid.config import CfgNode as CN
 
-from ..build import METHOD_CONFIG_CHECK_REGISTRY, METHOD_CONFIG_REGISTRY
+from ..build import METHOD_CONFIG_CHECK_REGISTRY, METHOD_CONFIG_REGISTRY, hook_criterion_problems
 
 __all__ = ["add_dotla_config", "check_dotla_config"]
 
@@ -38,13 +38,10 @@ def add_dotla_config(cfg):
 @METHOD_CONFIG_CHECK_REGISTRY.register()
 def check_dotla_config(cfg) -> list:
     """Problems of a config that uses DOTLA (its association hook or criterion); ``[]`` otherwise."""
-    uses_hook = "DOTLAAssociation" in cfg.PSEUDO.ASSOCIATION
-    if not uses_hook and cfg.MODEL.CRITERION.NAME != "DOTLACriterion":
+    problems = hook_criterion_problems(cfg, "DOTLAAssociation", "DOTLACriterion", "its cross-modality targets")
+    if problems is None:
         return []
-    d, problems = cfg.DOTLA, []
-    if uses_hook and cfg.MODEL.CRITERION.NAME != "DOTLACriterion":
-        problems.append(f"MODEL.CRITERION.NAME={cfg.MODEL.CRITERION.NAME!r}: DOTLAAssociation needs the criterion "
-                        "that trains on its cross-modality targets, DOTLACriterion")
+    d = cfg.DOTLA
     if d.MARGINALS not in MARGINALS:
         problems.append(f"DOTLA.MARGINALS={d.MARGINALS!r}: expected one of {MARGINALS}")
     if d.MARGINALS == "relaxed" and not d.REG_M > 0:

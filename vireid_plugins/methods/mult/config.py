@@ -1,7 +1,7 @@
 """MULT's config keys (every one under ``MULT``)."""
 from fastreid.config import CfgNode as CN
 
-from ..build import METHOD_CONFIG_CHECK_REGISTRY, METHOD_CONFIG_REGISTRY
+from ..build import METHOD_CONFIG_CHECK_REGISTRY, METHOD_CONFIG_REGISTRY, hook_criterion_problems
 
 __all__ = ["add_mult_config", "check_mult_config"]
 
@@ -33,14 +33,11 @@ def add_mult_config(cfg):
 @METHOD_CONFIG_CHECK_REGISTRY.register()
 def check_mult_config(cfg) -> list:
     """Problems of a config that uses MULT (its association hook or criterion); ``[]`` otherwise."""
-    uses_hook = "MULTAssociation" in cfg.PSEUDO.ASSOCIATION
-    if not uses_hook and cfg.MODEL.CRITERION.NAME != "MULTCriterion":
+    problems = hook_criterion_problems(cfg, "MULTAssociation", "MULTCriterion", "its label spaces")
+    if problems is None:
         return []
-    m, problems = cfg.MULT, []
-    if uses_hook and cfg.MODEL.CRITERION.NAME != "MULTCriterion":
-        problems.append(f"MODEL.CRITERION.NAME={cfg.MODEL.CRITERION.NAME!r}: MULTAssociation needs the criterion "
-                        "that trains on its label spaces, MULTCriterion")
-    if uses_hook and cfg.PSEUDO.PERIOD != 1:
+    m = cfg.MULT
+    if "MULTAssociation" in cfg.PSEUDO.ASSOCIATION and cfg.PSEUDO.PERIOD != 1:
         problems.append(f"PSEUDO.PERIOD={cfg.PSEUDO.PERIOD}: MULT transfers the labels of every epoch's clustering "
                         "(its features and Jaccard graphs); expected 1")
     if cfg.MODEL.CRITERION.NAME == "MULTCriterion" and not cfg.MODEL.CRITERION.CA_VIEW:
