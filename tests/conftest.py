@@ -72,6 +72,7 @@ def cfg():
 
     c = get_cfg()
     add_vireid_config(c)
+    c.DATALOADER.NUM_WORKERS = 0  # fast-reid's default is 8 worker processes; tests load in-process
     return c
 
 
