@@ -117,9 +117,10 @@ def test_eval_period_and_rank_lists(cfg):
     assert problems(cfg) == ["TEST.EVAL_PERIOD=-1: expected epochs between evaluations (an integer >= 1), or 0 for "
                              "no evaluation"]
     cfg.TEST.EVAL_PERIOD, cfg.TEST.RANKLIST.ENABLED = 1, True
-    assert problems(cfg) == ["TEST.RANKLIST.ENABLED=True: rank lists are drawn for the cross-modality protocols only, "
-                             "but DATASETS.TESTS has single-modality dataset(s) ['Market1501'] (fast-reid's "
-                             "ReidEvaluator); expected TEST.RANKLIST.ENABLED False, or only SYSUMM01/RegDB/LLCM test sets"]
+    assert problems(cfg) == [
+        "TEST.RANKLIST.ENABLED=True: rank lists are drawn for the cross-modality protocols only, but DATASETS.TESTS "
+        "has single-modality dataset(s) ['Market1501'] (fast-reid's ReidEvaluator); expected TEST.RANKLIST.ENABLED "
+        "False, or only SYSUMM01/RegDB/LLCM test sets"]
     cfg.DATASETS.TESTS = ("SYSUMM01",)
     validate_config(cfg)
 
