@@ -247,11 +247,13 @@ def _spawned_worker(*args):
 
 
 def _shim_launch():
+    import importlib
+
     import fastreid.engine.defaults
-    from fastreid.engine import launch
     from torch.nn.parallel import DistributedDataParallel
 
-    launch._distributed_worker = _spawned_worker
+    # the module: ``fastreid.engine.launch`` as an attribute is the function (``from .launch import *``)
+    importlib.import_module("fastreid.engine.launch")._distributed_worker = _spawned_worker
 
     class CPUAwareDistributedDataParallel(DistributedDataParallel):
         """``DistributedDataParallel`` that drops ``device_ids`` for a module on the CPU (torch refuses them)."""

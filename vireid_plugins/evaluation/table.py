@@ -5,6 +5,8 @@ search mode, with ``"<mode>/<metric>_std"`` over trials); fast-reid's ``ReidEval
 gives plain ``"<metric>"`` keys, shown as one row of mode ``-``. ``"metric"`` (the checkpoint-selection score) is
 not shown.
 """
+import numbers
+
 from tabulate import tabulate
 
 __all__ = ["format_results_table", "format_comparison_table", "split_modes"]
@@ -18,7 +20,7 @@ def split_modes(results) -> dict:
     modes = {}
     for key, value in results.items():
         mode, _, metric = key.rpartition("/")
-        if key == "metric" or not isinstance(value, (int, float)):
+        if key == "metric" or not isinstance(value, numbers.Real):  # numpy scalars included
             continue
         modes.setdefault(mode or SINGLE_MODE, {})[metric] = value
     return modes
@@ -35,7 +37,7 @@ def format_results_table(dataset_name: str, results) -> str:
     """One row per search mode: ``mean ± std`` over trials (x100), or the single value of a one-split protocol."""
     rows = [[dataset_name, mode] + [_cell(metrics, col) for col in _COLUMNS]
             for mode, metrics in split_modes(results).items()]
-    return tabulate(rows, headers=("dataset", "mode") + _COLUMNS, tablefmt="pipe")
+    return tabulate(rows, headers=("dataset", "mode") + _COLUMNS, tablefmt="pipe", disable_numparse=True)
 
 
 def _by_dataset(results):
@@ -55,4 +57,4 @@ def format_comparison_table(before, after) -> str:
             for col in ("Rank-1", "mAP", "mINP"):
                 row.append(f"{old.get(mode, {}).get(col, float('nan')):.2f} -> {metrics[col]:.2f}")
             rows.append(row)
-    return tabulate(rows, headers=("dataset", "mode", "Rank-1", "mAP", "mINP"), tablefmt="pipe")
+    return tabulate(rows, headers=("dataset", "mode", "Rank-1", "mAP", "mINP"), tablefmt="pipe", disable_numparse=True)
