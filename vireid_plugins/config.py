@@ -166,7 +166,8 @@ def _declared():
 
     # ---------------------------------------------------------------- evaluation
     _C.TEST.SELECT_ON_TEST = False  # let model_best.pth be chosen by the test-set metric (off: never)
-    _C.TEST.EVAL_AT_START = False  # also evaluate the initial model before the first epoch
+    # also evaluate the initial model before the first epoch (with TEST.EVAL_PERIOD 0, "no evaluation", only it)
+    _C.TEST.EVAL_AT_START = False
     # rank-list PNGs of every evaluation: OUTPUT_DIR/ranklists/<dataset>/[iter_<n>/]<mode>/query_<position>.png
     _C.TEST.RANKLIST = CN({"ENABLED": False})
     _C.TEST.RANKLIST.NUM_QUERIES = 16  # random queries per search mode (drawn with SEED)
