@@ -2,8 +2,9 @@
 fast-reid's own tools (``DefaultTrainer``, ``build_reid_train_loader``, ``launch``) handle this package's parts.
 
 ``import vireid_plugins`` applies every shim once, before anything imports the rest of fastreid
-(:func:`apply_fastreid_compat`); a fast-reid project only has to import ``vireid_plugins`` first. Each shim is one
-function below, changing fast-reid from outside (no file of the wheel is edited):
+(:func:`apply_fastreid_compat`; without fastreid installed it stops with an ``ImportError`` naming
+:data:`FASTREID_INSTALL`); a fast-reid project only has to import ``vireid_plugins`` first. Each shim is one function
+below, changing fast-reid from outside (no file of the wheel is edited):
 
 * :func:`_shim_import_time_breakages`: ``torch._six`` (removed in torch 2.0, ``fastreid.data.build`` imports
   ``string_classes`` from it) and ``collections.Mapping`` & co. (removed in Python 3.10) are provided again.
@@ -25,15 +26,19 @@ function below, changing fast-reid from outside (no file of the wheel is edited)
   (one query/gallery split). A dataset that names its protocol's evaluator (``EVALUATOR``: SYSU-MM01's 10 gallery
   trials with the camera-3/camera-2 rule, RegDB, LLCM) now gets it, in any trainer; other datasets are unchanged.
 * :func:`_shim_train_loader_samplers`: ``build_reid_train_loader(cfg)`` knows five sampler names; it now also
-  builds the samplers of ``vireid_plugins``' registry (e.g. ``DualModalitySampler``), and its batches carry the
-  modality of items that have one (the visible-infrared datasets' ``(path, pid, camid, modality)``).
+  builds the samplers of ``vireid_plugins``' registry (e.g. ``DualModalitySampler``, with our keys at their defaults
+  when the config lacks them). (``VIReIDTrainer`` knows fast-reid's five names: ``data/samplers/fastreid_samplers.py``.)
+* :func:`_shim_comm_dataset_modality`: ``CommDataset`` batches carry no modality, so a two-stream model trained by
+  fast-reid's loader could only refuse to run; items that have one (the visible-infrared datasets'
+  ``(path, pid, camid, modality)``) now add it to their sample as ``"modality"``.
 * :func:`_shim_baseline_preprocess`: ``Baseline.preprocess_image`` normalises the input batch *in place*, so the
   flip test of ``inference_on_dataset`` (which flips the already-normalised tensor and runs the model again)
   normalises the flipped view twice; it now normalises a copy.
 * :func:`_shim_launch`: ``launch`` asserts CUDA and uses NCCL, its spawned workers import fastreid without these
   shims, and ``DefaultTrainer`` passes CUDA device ids to ``DistributedDataParallel`` on the CPU. The workers now
-  run :func:`vireid_plugins.engine.launch.launch`'s entry (importing ``vireid_plugins`` first; gloo on the CPU,
-  NCCL on GPUs), and CPU models get no device ids.
+  run the entry of :mod:`vireid_plugins.engine.launch` (importing ``vireid_plugins`` first; gloo on the CPU, NCCL on
+  GPUs; data-loader processes started the platform's default way rather than spawned without the shims), and
+  CPU models get no device ids.
 """
 import collections
 import collections.abc
@@ -189,7 +194,6 @@ def _shim_train_loader_samplers():
     import fastreid.engine.defaults
     from fastreid.config import configurable
     from fastreid.data import build as data_build
-    from fastreid.data.common import CommDataset
 
     stock_from_config = data_build._train_loader_from_config
 
@@ -209,6 +213,10 @@ def _shim_train_loader_samplers():
     loader = configurable(from_config=train_loader_from_config)(data_build.build_reid_train_loader.__wrapped__)
     for module in (data_build, fastreid.data, fastreid.engine.defaults):
         module.build_reid_train_loader = loader
+
+
+def _shim_comm_dataset_modality():
+    from fastreid.data.common import CommDataset
 
     getitem = CommDataset.__getitem__
 
@@ -281,6 +289,7 @@ def apply_fastreid_compat():
     _shim_contiguous_optimizer()
     _shim_dataset_evaluators()
     _shim_train_loader_samplers()
+    _shim_comm_dataset_modality()
     _shim_baseline_preprocess()
     _shim_launch()
     _APPLIED = True
