@@ -51,6 +51,16 @@ def test_readme_example_runs_on_two_cpu_processes(tiny_market, tmp_path):
     assert (out / "model_final.pth").exists()
 
 
+@pytest.mark.slow
+def test_importing_the_package_without_fastreid_names_the_install_command():
+    code = "import sys; sys.modules['fastreid'] = None; import vireid_plugins"  # as if fastreid were not installed
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1].startswith("ImportError: vireid_plugins needs fast-reid 1.4.0")
+    assert "pip install --no-deps fastreid==1.4.0" in proc.stderr
+
+
 def test_missing_fastreid_names_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "fastreid", None)  # what `import fastreid` meets when it is not installed
     with pytest.raises(ImportError, match=r"needs fast-reid 1\.4\.0.*pip install --no-deps fastreid==1\.4\.0"):
