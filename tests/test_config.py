@@ -83,3 +83,12 @@ def test_with_vireid_keys_completes_a_stock_config(monkeypatch, tmp_path):
     ours = vireid_cfg()
     ours.DATASETS.ROOT = "elsewhere"
     assert with_vireid_keys(ours).DATASETS.ROOT == "elsewhere"
+
+
+@pytest.mark.parametrize("path", [p for p in SHIPPED if "/fastreid/" not in p], ids=lambda p: os.path.relpath(p, ROOT))
+def test_shipped_configs_evaluate_after_training(path):
+    """TEST.EVAL_PERIOD 0 used to mean "at the end only"; it now means "never" (fast-reid's own trainer fails on 0):
+    a shipped config that wants one evaluation at the end sets EVAL_PERIOD to MAX_EPOCH."""
+    cfg = vireid_cfg()
+    cfg.merge_from_file(path)
+    assert cfg.TEST.EVAL_PERIOD >= 1, f"{path}: TEST.EVAL_PERIOD 0 evaluates nothing; use MAX_EPOCH for the end only"
