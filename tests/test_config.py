@@ -7,7 +7,7 @@ from conftest import ROOT
 from fastreid.config import get_cfg
 
 from vireid_plugins import add_vireid_config
-from vireid_plugins.config import with_vireid_keys
+from vireid_plugins.config import _declared, with_vireid_keys
 
 # keys whose default add_vireid_config used to set (fast-reid's own, or ours now read from the environment) and the
 # values it set: every shipped config must resolve them as before
@@ -36,6 +36,9 @@ def test_every_fastreid_default_is_kept(monkeypatch):
     monkeypatch.delenv("FASTREID_DATASETS", raising=False)
     stock, ours = flat(get_cfg()), flat(vireid_cfg())
     assert {k: ours[k] for k in stock} == stock
+    # no declaration (core or method) tries to change a fast-reid default: it would be silently skipped
+    declared = flat(_declared())
+    assert {k: declared[k] for k in stock} == stock
     assert len(ours) > len(stock) + 50 and ours["DATASETS.ROOT"] == "datasets" and ours["SEED"] == 0
 
 
