@@ -11,7 +11,7 @@ SOURCE_WEIGHTS := logs/synthetic/source_pretrain/model_final.pth
 # The same for the small ViT of the CA multi-module demo
 SOURCE_WEIGHTS_VIT := logs/synthetic/source_pretrain_vit/model_final.pth
 
-.PHONY: install test demo demo-supervised demo-usl demo-dotla demo-mult demo-ca-vit source-pretrain source-pretrain-vit ablation lint bench clean
+.PHONY: install test demo demo-supervised demo-usl demo-dotla demo-mult demo-ca-vit source-pretrain source-pretrain-vit ablation lint bench bench-models clean
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,12 @@ demo-ca-vit: $(STAMP) $(DEMO_DATA) $(SOURCE_WEIGHTS_VIT)
 # Table 3 of DOTLA on the demo set: 6 rows x 3 seeds, two runs at a time (about 75 minutes on 2 CPU cores).
 ablation: $(STAMP) $(DEMO_DATA) $(SOURCE_WEIGHTS)
 	$(PY) tools/run_ablation.py --rows-file configs/Synthetic/ablations/dotla.yml --seeds 0 1 2 --jobs 2
+
+# Our supervised AGW beside fast-reid's stock BoT, AGW and SBS (ResNet-50), same data and budget (README table).
+bench-models: $(STAMP) $(DEMO_DATA)
+	$(PY) tools/benchmark_models.py --data-root datasets/synthetic/demo --dataset SYSUMM01 --epochs 4 \
+		--iters-per-epoch 50 --workers 1 --out logs/benchmark_models --configs configs/Synthetic/agw_supervised.yml \
+		configs/Market1501/bagtricks_R50.yml configs/Market1501/AGW_R50.yml configs/Market1501/sbs_R50.yml
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check vireid_plugins tools tests

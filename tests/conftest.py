@@ -64,6 +64,31 @@ def regdb_root(tmp_path):
     return tmp_path
 
 
+MARKET_TRAIN_IDS, MARKET_TEST_IDS = range(1, 9), range(21, 27)  # train: 4 images each in cameras 1 and 2
+
+
+@pytest.fixture(scope="session")
+def tiny_market(tmp_path_factory):
+    """A tiny ``Market-1501-v15.09.15`` folder in the official file-name format (8 train ids x 4 images; 6 test ids
+    with one query in camera 1 and two gallery images in cameras 2 and 3, plus a junk and a distractor image);
+    returns its parent (fast-reid's ``FASTREID_DATASETS``)."""
+    parent = tmp_path_factory.mktemp("market")
+    root = parent / "Market-1501-v15.09.15"
+    for pid in MARKET_TRAIN_IDS:
+        for i in range(4):
+            cam = 1 + i % 2
+            write_image(str(root / "bounding_box_train" / f"{pid:04d}_c{cam}s1_{i:06d}_01.jpg"), size=(32, 16),
+                        value=pid * 10 + i)
+    for pid in MARKET_TEST_IDS:
+        write_image(str(root / "query" / f"{pid:04d}_c1s1_000001_00.jpg"), size=(32, 16), value=pid * 10)
+        for cam in (2, 3):
+            write_image(str(root / "bounding_box_test" / f"{pid:04d}_c{cam}s1_000002_00.jpg"), size=(32, 16),
+                        value=pid * 10 + cam)
+    write_image(str(root / "bounding_box_test" / "-1_c2s1_000009_00.jpg"), size=(32, 16))  # junk: ignored
+    write_image(str(root / "bounding_box_test" / "0000_c3s1_000009_00.jpg"), size=(32, 16))  # distractor
+    return parent
+
+
 @pytest.fixture
 def cfg():
     from fastreid.config import get_cfg
@@ -72,6 +97,7 @@ def cfg():
 
     c = get_cfg()
     add_vireid_config(c)
+    c.DATALOADER.NUM_WORKERS = 0  # fast-reid's default is 8 worker processes; tests load in-process
     return c
 
 

@@ -46,6 +46,9 @@ def read_run(out_dir: str, mode: str = "all"):
     """Final ``Rank-1`` / ``mAP`` of ``mode`` and the last epoch's association accuracies (``acc <direction>``)."""
     with open(os.path.join(out_dir, "final_metrics.json")) as f:
         final = json.load(f)["final"]
+    if final is None:
+        raise ValueError(f"{out_dir}/final_metrics.json: the run evaluated nothing after training "
+                         "(TEST.EVAL_PERIOD 0); expected a positive TEST.EVAL_PERIOD")
     if all(isinstance(v, dict) for v in final.values()):  # several test sets: the first
         final = next(iter(final.values()))
     result = {"Rank-1": final[f"{mode}/Rank-1"], "mAP": final[f"{mode}/mAP"]}

@@ -6,23 +6,64 @@ Use it like every fast-reid project::
     add_vireid_config(cfg)
     cfg.merge_from_file(path)
 
+:func:`add_vireid_config` only *adds* keys: every key fast-reid declares keeps its value and meaning, so a stock
+fast-reid config resolves to the same values with or without it (our configs set what our parts need, e.g.
+``configs/Base-AGW.yml`` sets ``DATALOADER.SAMPLER_TRAIN: DualModalitySampler``). Two fast-reid keys are read
+differently by our parts only: ``DATALOADER.NUM_INSTANCE`` is K instances per identity *per modality* for
+``DualModalitySampler`` (per identity for fast-reid's samplers), and ``TEST.EVAL_PERIOD 0`` means "never evaluate"
+for :class:`~vireid_plugins.engine.VIReIDTrainer` (fast-reid's trainer fails on 0).
+
 The core keys are declared here; each method package (``vireid_plugins/methods/<name>/config.py``) declares its
 own under one node, and :func:`add_vireid_config` adds them all (:mod:`vireid_plugins.methods.build`).
 """
-from fastreid.config import CfgNode as CN
+import os
 
-__all__ = ["add_vireid_config"]
+from fastreid.config import CfgNode as CN
+from fastreid.config import get_cfg
+
+__all__ = ["add_vireid_config", "with_vireid_keys"]
 
 
 def add_vireid_config(cfg):
-    """Declare the vireid keys (with defaults) on a fast-reid ``CfgNode``, in place: the core keys, then every
-    registered method's."""
-    _C = cfg
+    """Add the vireid keys (with their defaults) that ``cfg`` lacks, in place: the core keys, then every registered
+    method's. Keys ``cfg`` already has keep their values (fast-reid's defaults, or a second call)."""
+    _add_missing(cfg, _declared())
+
+
+def with_vireid_keys(cfg):
+    """A frozen copy of ``cfg`` with every vireid key it lacks at its default (e.g. a stock fast-reid config handed
+    to our evaluators). A missing ``DATASETS.ROOT`` is the folder fast-reid's own loaders read
+    (``FASTREID_DATASETS``, else ``datasets``, read when fastreid was imported)."""
+    from fastreid.data import build as data_build
+
+    out = cfg.clone()
+    out.defrost()
+    has_root = "ROOT" in out.DATASETS
+    add_vireid_config(out)
+    if not has_root:
+        out.DATASETS.ROOT = data_build._root
+    out.freeze()
+    return out
+
+
+def _add_missing(cfg, declared):
+    for key, value in declared.items():
+        if key not in cfg:
+            setattr(cfg, key, value.clone() if isinstance(value, CN) else value)
+        elif isinstance(value, CN) and isinstance(cfg[key], CN):
+            _add_missing(cfg[key], value)
+
+
+def _declared():
+    """fast-reid's defaults with every vireid key declared on them."""
+    _C = get_cfg()
 
     _C.SEED = 0  # seeds python/numpy/torch, the samplers and the gallery trials; < 0 draws one at random
 
     # ---------------------------------------------------------------- datasets
-    _C.DATASETS.ROOT = "datasets"  # folder holding SYSU-MM01/, RegDB/ and LLCM/ (or one dataset folder itself)
+    # folder holding SYSU-MM01/, RegDB/ and LLCM/ (or one dataset folder itself); default: $FASTREID_DATASETS, the
+    # folder fast-reid's own loaders read, else "datasets"
+    _C.DATASETS.ROOT = os.getenv("FASTREID_DATASETS", "datasets")
     _C.DATASETS.SYSU = CN()
     _C.DATASETS.SYSU.MODES = ("all", "indoor")  # search modes evaluated on SYSU-MM01
     _C.DATASETS.SYSU.NUM_TRIALS = 10  # random single-shot gallery draws (official seeds 0..N-1)
@@ -43,12 +84,11 @@ def add_vireid_config(cfg):
     _C.DATASETS.VERIFY_IMAGES = False  # open every image at start and report all unreadable files at once
 
     # ---------------------------------------------------------------- data loading
-    _C.DATALOADER.SAMPLER_TRAIN = "DualModalitySampler"  # any name in vireid SAMPLER_REGISTRY
-    _C.DATALOADER.NUM_INSTANCE = 4  # K: instances per identity *per modality* in a batch
+    # DATALOADER.SAMPLER_TRAIN (fast-reid's key) may name any sampler of vireid's SAMPLER_REGISTRY, fast-reid's
+    # included; DATALOADER.NUM_INSTANCE (fast-reid's key) is K per identity *per modality* for DualModalitySampler
     _C.DATALOADER.DUAL_PAIRING = "auto"  # DualModalitySampler: "shared", "independent" or "auto" labels
     _C.DATALOADER.BRANCH_BALANCE = False  # DualModalitySampler: split a batch's labels equally among the branches
     _C.DATALOADER.ITERS_PER_EPOCH = 0  # iterations per epoch; 0 = len(train set) // IMS_PER_BATCH
-    _C.DATALOADER.NUM_WORKERS = 2
 
     # channel augmentation (Ye et al., ICCV'21); each part is applied to its modality only
     _C.INPUT.CA = CN()
@@ -127,7 +167,8 @@ def add_vireid_config(cfg):
 
     # ---------------------------------------------------------------- evaluation
     _C.TEST.SELECT_ON_TEST = False  # let model_best.pth be chosen by the test-set metric (off: never)
-    _C.TEST.EVAL_AT_START = False  # also evaluate the initial model before the first epoch
+    # also evaluate the initial model before the first epoch (with TEST.EVAL_PERIOD 0, "no evaluation", only it)
+    _C.TEST.EVAL_AT_START = False
     # rank-list PNGs of every evaluation: OUTPUT_DIR/ranklists/<dataset>/[iter_<n>/]<mode>/query_<position>.png
     _C.TEST.RANKLIST = CN({"ENABLED": False})
     _C.TEST.RANKLIST.NUM_QUERIES = 16  # random queries per search mode (drawn with SEED)
@@ -139,3 +180,4 @@ def add_vireid_config(cfg):
     from .methods.build import add_method_configs  # the method packages import the engine, which imports this
 
     add_method_configs(_C)
+    return _C

@@ -98,6 +98,7 @@ def test_registry_builds_from_config(cfg):
             return len(self.sampling_labels)
 
     cfg.SOLVER.IMS_PER_BATCH, cfg.DATALOADER.NUM_INSTANCE = 16, 2
+    cfg.DATALOADER.SAMPLER_TRAIN = "DualModalitySampler"
     sampler = build_train_sampler(cfg, FakeDataset(), epoch=0)
     assert isinstance(sampler, DualModalitySampler) and sampler.num_labels_per_batch == 4
     assert take(sampler, 64) != take(build_train_sampler(cfg, FakeDataset(), epoch=1), 64)

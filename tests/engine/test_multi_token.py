@@ -43,7 +43,7 @@ def test_toy_multi_token_backbone_trains_the_unsupervised_baseline(cfg, tiny_sys
                          "MODEL.BACKBONE.FEAT_DIM", "16", "MODEL.HEADS.NAME", "TokenBNNeckHead",
                          "MODEL.CRITERION.MEMORY.NUM_TOKENS", str(memory_tokens), "PSEUDO.PER_TOKEN", "True",
                          "PSEUDO.K1", "10", "PSEUDO.EPS", "[0.5,0.5]", "PSEUDO.MIN_SAMPLES", "2",
-                         "SOLVER.MAX_EPOCH", "2", "TEST.EVAL_PERIOD", "0"])
+                         "SOLVER.MAX_EPOCH", "2", "TEST.EVAL_PERIOD", "100"])
     trainer = VIReIDTrainer(cfg)
     trainer.train()
     model = trainer.model

@@ -75,14 +75,54 @@ def test_one_identity_per_batch_cannot_form_a_triplet(cfg):
     config(cfg, "configs/Synthetic/agw_supervised.yml")
     cfg.SOLVER.IMS_PER_BATCH, cfg.DATALOADER.NUM_INSTANCE = 8, 4
     assert problems(cfg) == [
-        "SOLVER.IMS_PER_BATCH=8 with DATALOADER.NUM_INSTANCE=4 and world size 1: 1 label per modality in each batch, "
-        "but the triplet loss of MODEL.LOSSES.NAME=('CrossEntropyLoss', 'TripletLoss') needs at least 2 (with one "
-        "there is no negative and the loss is 0); expected IMS_PER_BATCH >= 2 x 8 = 16, or a smaller NUM_INSTANCE"]
+        "SOLVER.IMS_PER_BATCH=8 with DATALOADER.NUM_INSTANCE=4 and world size 1: 1 label per modality in each batch "
+        "(DualModalitySampler), but the triplet loss of MODEL.LOSSES.NAME=('CrossEntropyLoss', 'TripletLoss') needs at "
+        "least 2 (with one there is no negative and the loss is 0); expected IMS_PER_BATCH >= 2 x 8 = 16, or a smaller "
+        "NUM_INSTANCE"]
     cfg.SOLVER.IMS_PER_BATCH = 16
     validate_config(cfg)
     problems(cfg, world_size=2)  # 16 images over 2 ranks: one label per rank again
     cfg.SOLVER.IMS_PER_BATCH, cfg.MODEL.LOSSES.NAME = 8, ("CrossEntropyLoss",)
     validate_config(cfg)  # no triplet loss: one identity per batch is allowed
+
+
+@pytest.mark.parametrize("sampler", ["NaiveIdentitySampler", "BalancedIdentitySampler"])
+def test_fastreid_identity_samplers_are_checked_too(cfg, sampler):
+    """fast-reid's P x K samplers count NUM_INSTANCE per identity (any modality): 4 / 4 is one identity per batch,
+    and a batch that is not a multiple of K never completes (the loader would hang)."""
+    config(cfg, "configs/Market1501/bagtricks_R50.yml")
+    assert cfg.DATALOADER.SAMPLER_TRAIN == "NaiveIdentitySampler"
+    cfg.DATALOADER.SAMPLER_TRAIN = sampler
+    cfg.SOLVER.IMS_PER_BATCH = 4
+    assert problems(cfg) == [
+        f"SOLVER.IMS_PER_BATCH=4 with DATALOADER.NUM_INSTANCE=4 and world size 1: 1 label in each batch ({sampler}), "
+        "but the triplet loss of MODEL.LOSSES.NAME=('CrossEntropyLoss', 'TripletLoss') needs at least 2 (with one "
+        "there is no negative and the loss is 0); expected IMS_PER_BATCH >= 2 x 4 = 8, or a smaller NUM_INSTANCE"]
+    cfg.SOLVER.IMS_PER_BATCH = 10
+    assert problems(cfg) == [f"SOLVER.IMS_PER_BATCH=10: expected a multiple of world size x DATALOADER.NUM_INSTANCE "
+                             f"= 1 x 4 = 4 ({sampler}), e.g. 8 or 12"]
+    cfg.SOLVER.IMS_PER_BATCH = 8
+    validate_config(cfg)
+    assert len(problems(cfg, world_size=2)) == 1  # 4 images per rank: one identity per rank
+    cfg.DATALOADER.SAMPLER_TRAIN = "TrainingSampler"  # no identity structure to check
+    cfg.SOLVER.IMS_PER_BATCH = 6
+    validate_config(cfg)
+
+
+def test_eval_period_and_rank_lists(cfg):
+    config(cfg, "configs/Market1501/bagtricks_R50.yml")
+    cfg.TEST.EVAL_PERIOD = 0
+    validate_config(cfg)  # 0: no evaluation
+    cfg.TEST.EVAL_PERIOD = -1
+    assert problems(cfg) == ["TEST.EVAL_PERIOD=-1: expected epochs between evaluations (an integer >= 1), or 0 for "
+                             "no evaluation"]
+    cfg.TEST.EVAL_PERIOD, cfg.TEST.RANKLIST.ENABLED = 1, True
+    assert problems(cfg) == [
+        "TEST.RANKLIST.ENABLED=True: rank lists are drawn for the cross-modality protocols only, but DATASETS.TESTS "
+        "has single-modality dataset(s) ['Market1501'] (fast-reid's ReidEvaluator); expected TEST.RANKLIST.ENABLED "
+        "False, or only SYSUMM01/RegDB/LLCM test sets"]
+    cfg.DATASETS.TESTS = ("SYSUMM01",)
+    validate_config(cfg)
 
 
 def test_triplet_detection_follows_the_criterion(cfg):

@@ -124,8 +124,16 @@ def test_modalities_use_different_stems():
     assert not torch.allclose(vis, ir)
 
 
-def test_none_modality_is_visible():
+def test_two_stems_refuse_to_run_without_modality():
+    """No silent one-stream network: without ``modality`` every image would take the visible stem."""
     model = _two_stem_model()
+    with pytest.raises(ValueError, match="AGWBackbone: called without `modality`.*2 modality-specific stems.*"
+                                         "VIReIDBaseline.*NUM_MODALITIES 1"):
+        model(_images(3))
+
+
+def test_one_stem_runs_without_modality():
+    model = AGWBackbone(depth=18, num_modalities=1).eval()
     x = _images(3)
     with torch.no_grad():
         torch.testing.assert_close(model(x), model(x, torch.zeros(3, dtype=torch.long)))

@@ -66,7 +66,7 @@ def test_overlapping_patches_grid():
     model = _vit(patch_size=16, stride=12)
     assert model.grid_size == ((H - 16) // 12 + 1, (W - 16) // 12 + 1)
     assert model.pos_embed.shape == (1, 4 + model.grid_size[0] * model.grid_size[1], DIM)
-    assert model.eval()(torch.randn(2, 3, H, W)).shape == (2, 4, DIM)
+    assert model.eval()(torch.randn(2, 3, H, W), torch.tensor([0, 1])).shape == (2, 4, DIM)
 
 
 def test_mixed_batch_keeps_order_and_routes_by_modality():
@@ -78,11 +78,11 @@ def test_mixed_batch_keeps_order_and_routes_by_modality():
         mixed = model(x, modality)
         visible = model(x, torch.zeros(5, dtype=torch.long))
         infrared = model(x, torch.ones(5, dtype=torch.long))
-        default = model(x)
     expected = torch.where(modality[:, None, None] == 1, infrared, visible)
     torch.testing.assert_close(mixed, expected)
-    torch.testing.assert_close(default, visible)
     assert not torch.allclose(visible, infrared)  # the two embeddings really differ
+    with pytest.raises(ValueError, match="TokenViT: called without `modality`.*NUM_MODALITIES 1"):
+        model(x)  # no silent one-stream network
 
 
 def test_both_patch_embeddings_and_all_tokens_get_gradient():

@@ -24,6 +24,12 @@ def test_read_run_takes_the_final_metrics_and_the_last_association(tmp_path):
     assert run_ablation.read_run(str(tmp_path), "indoor")["mAP"] == 48.86
 
 
+def test_a_run_without_final_evaluation_is_refused(tmp_path):
+    (tmp_path / "final_metrics.json").write_text(json.dumps({"epoch": 2, "initial": None, "final": None}))
+    with pytest.raises(ValueError, match="evaluated nothing after training.*TEST.EVAL_PERIOD"):
+        run_ablation.read_run(str(tmp_path))
+
+
 def test_several_test_sets_report_the_first(tmp_path):
     final = {"SYSUMM01": {"all/Rank-1": 1.0, "all/mAP": 2.0}, "RegDB": {"all/Rank-1": 3.0, "all/mAP": 4.0}}
     (tmp_path / "final_metrics.json").write_text(json.dumps({"final": final}))

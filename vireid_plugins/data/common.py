@@ -58,7 +58,7 @@ class VIReIDTrainSet(VIReIDDataset):
     Sample ``i`` is item ``sample_items[i]`` in branch ``sample_branches[i]`` with label ``targets[i]`` in that
     branch's label space; ``__getitem__`` returns ``images, targets, camids, modality, img_paths, item, branch``.
     ``sampling_labels`` are opaque integers, one per (branch, label), that samplers group by (labels of different
-    branches never collide); ``modalities`` gives each sample's modality.
+    branches never collide); ``modalities`` and ``camids`` give each sample's modality and camera.
     """
 
     def __init__(self, train_targets, transforms=None):
@@ -67,6 +67,7 @@ class VIReIDTrainSet(VIReIDDataset):
         stride = max(train_targets.spaces[b].num_classes for b in train_targets.branches)
         self.sampling_labels = [b * stride + y for b, y in zip(self.sample_branches, self.targets)]
         self.modalities = [int(train_targets.items[i][3]) for i in self.sample_items]
+        self.camids = [int(train_targets.items[i][2]) for i in self.sample_items]
 
     def __len__(self):
         return len(self.sample_items)

@@ -24,12 +24,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..modeling.backbones.modality import check_modality
+
 __all__ = ["ExportableReID", "export_torchscript", "export_onnx", "run_onnx", "max_abs_difference"]
 
 
 def _stems_by_where(backbone: nn.Module, x: torch.Tensor, modality: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Trace-safe replacement of ``forward_stems``: every stem on every image, each image keeps its own."""
     if modality is None:
+        check_modality(None, x.shape[0], len(backbone.stems), x.device, type(backbone).__name__)
         return backbone.stems[0](x)
     outputs = [stem(x) for stem in backbone.stems]
     modality = modality.reshape(-1, 1, 1, 1)

@@ -17,31 +17,41 @@ logger = logging.getLogger("fastreid.vireid.hooks")
 
 
 class TestSafeEvalHook(hooks.EvalHook):
-    """fast-reid's ``EvalHook`` that also accepts ``TEST.EVAL_PERIOD <= 0`` (evaluate once, at the end) and
-    can evaluate the initial model before training (``TEST.EVAL_AT_START``). At the end of a finished run the main
-    process writes ``OUTPUT_DIR/final_metrics.json``: ``{"epoch", "initial", "final"}`` (results per mode and
-    metric, ``initial`` is ``null`` without ``TEST.EVAL_AT_START``), for scripts that compare runs."""
+    """fast-reid's ``EvalHook`` (every ``TEST.EVAL_PERIOD`` epochs and after the last one) that reads
+    ``TEST.EVAL_PERIOD 0`` as "never evaluate" (fast-reid's hook fails on 0) and can evaluate the initial model before
+    training (``TEST.EVAL_AT_START``, also with period 0).
+
+    At the end of a finished run the main process writes ``OUTPUT_DIR/final_metrics.json``: ``{"epoch", "initial",
+    "final"}``, results per mode and metric for scripts that compare runs; ``initial`` is ``null`` without
+    ``TEST.EVAL_AT_START``, ``final`` is ``null`` with ``TEST.EVAL_PERIOD 0`` (nothing was evaluated after training).
+    """
 
     def __init__(self, eval_period, eval_function, eval_at_start: bool = False):
+        if eval_period < 0:
+            raise ValueError(f"TEST.EVAL_PERIOD={eval_period}: expected epochs between evaluations >= 1, or 0 for none")
         super().__init__(eval_period, eval_function)
         self.eval_at_start = eval_at_start
 
     def before_train(self):
         self.initial_results = None
+        if self._period == 0:
+            logger.info("TEST.EVAL_PERIOD 0: the model is not evaluated during or after training"
+                        + (" (only the initial model, TEST.EVAL_AT_START)" if self.eval_at_start else ""))
         if self.eval_at_start and self.trainer.start_iter == 0:
             logger.info("Evaluating the initial model (TEST.EVAL_AT_START)")
             self.initial_results = self._func()
+            self.trainer.__dict__.pop("_last_eval_results", None)  # the trainer's results are the trained model's
 
     def after_train(self):
         if not hasattr(self.trainer, "epoch"):  # training failed before the first epoch
             return
         next_epoch = self.trainer.epoch + 1
-        if next_epoch >= self.trainer.max_epoch and (self._period <= 0 or next_epoch % self._period != 0):
+        if self._period > 0 and next_epoch >= self.trainer.max_epoch and next_epoch % self._period != 0:
             self._do_eval()
         final = getattr(self.trainer, "_last_eval_results", None)
         finished = self.trainer.iter >= self.trainer.max_iter  # not after an exception
-        if final and finished and comm.is_main_process():
-            if self.initial_results:
+        if finished and comm.is_main_process():
+            if self.initial_results and final:
                 logger.info("Before and after training:\n" + format_comparison_table(self.initial_results, final))
             if self.trainer.cfg.OUTPUT_DIR:
                 atomic_write_json(os.path.join(self.trainer.cfg.OUTPUT_DIR, "final_metrics.json"),

@@ -8,12 +8,14 @@
   association hooks named in ``PSEUDO.ASSOCIATION`` (:mod:`.build`); every change goes through
   :meth:`VIReIDTrainer.set_targets`, which also hands the targets to the model's criterion;
 * the train loader is :func:`~vireid_plugins.data.build_vireid_train_loader` (per-modality transforms,
-  ``DATALOADER.SAMPLER_TRAIN``), rebuilt before every epoch on ``trainer.targets`` and reseeded from
-  ``(SEED, epoch)`` (:class:`~.hooks.EpochLoaderHook`), and ``DATALOADER.ITERS_PER_EPOCH`` sets the epoch
-  length (fast-reid fixes it to ``len(train set) // IMS_PER_BATCH``);
-* the optimizer is built with ``contiguous=False``: fast-reid's ``ContiguousParams`` never updates a weight
-  on torch >= 2 (its flat parameter buffer loses its gradient to ``zero_grad(set_to_none=True)``);
-* evaluators are the cross-modality protocols of the test datasets, printed as SYSU/RegDB tables;
+  ``DATALOADER.SAMPLER_TRAIN``: ours or fast-reid's by name), rebuilt before every epoch on ``trainer.targets`` and
+  reseeded from ``(SEED, epoch)`` (:class:`~.hooks.EpochLoaderHook`), and ``DATALOADER.ITERS_PER_EPOCH`` sets the
+  epoch length (fast-reid fixes it to ``len(train set) // IMS_PER_BATCH``);
+* the optimizer is built with ``contiguous=False``: resizable classifiers and memories replace a parameter's data,
+  which fast-reid's flat ``ContiguousParams`` buffers cannot follow;
+* evaluators are the test datasets' protocols (:func:`~vireid_plugins.evaluation.build_vireid_evaluator`: the
+  cross-modality ones, fast-reid's ``ReidEvaluator`` for single-modality datasets), printed as one table per dataset;
+  ``TEST.EVAL_PERIOD 0`` evaluates nothing during or after training (:class:`~.hooks.TestSafeEvalHook`);
 * ``model_best.pth`` is chosen by the test metric only when ``TEST.SELECT_ON_TEST`` is set;
 * checkpoints load tensors whose size follows the cluster count (:class:`~.checkpoint.VIReIDCheckpointer`).
 """

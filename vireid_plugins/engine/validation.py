@@ -7,8 +7,13 @@ Each check guards a failure that would otherwise come late or never:
   first feature extraction.
 * the dual-modality sampler needs ``SOLVER.IMS_PER_BATCH`` divisible by ``world_size x 2 x NUM_INSTANCE`` (each rank
   draws P labels x K instances from each modality); unsupervised runs used to find out after the first clustering.
-* a triplet loss needs at least 2 labels per modality in each rank's batch (``P >= 2``): with one there is no
-  negative and the loss is silently 0 (e.g. ``IMS_PER_BATCH 8``, ``NUM_INSTANCE 4``).
+  fast-reid's identity samplers (``NaiveIdentitySampler``, ``BalancedIdentitySampler``, ``SetReWeightSampler``) need
+  it divisible by ``world_size x NUM_INSTANCE`` (P labels x K instances, any modality); otherwise they never complete
+  a batch and the loader hangs.
+* a triplet loss needs at least 2 labels in each rank's batch (``P >= 2``, per modality for the dual-modality
+  sampler): with one there is no negative and the loss is silently 0 (e.g. ``IMS_PER_BATCH 8``, ``NUM_INSTANCE 4``).
+* ``TEST.EVAL_PERIOD`` is epochs between evaluations, ``0`` for none (a negative value is refused), and rank lists
+  (``TEST.RANKLIST``) exist for the cross-modality protocols only (test datasets that name an ``EVALUATOR``).
 * keys read by enumeration (``PSEUDO.OUTLIERS``, ``PSEUDO.NON_FINITE``, ``DATALOADER.DUAL_PAIRING``,
   ``DATASETS.MISSING_IDS``), the names of registered parts (``PSEUDO.ASSOCIATION``, ``MODEL.CRITERION.NAME``) and
   the features a key depends on (``PSEUDO`` needs a model with a criterion; association hooks need ``PSEUDO``);
@@ -101,6 +106,11 @@ def _check_pseudo(cfg, problems):
                         f"rebuild (UnsupervisedVIReID), got {cfg.MODEL.META_ARCHITECTURE!r}")
 
 
+# P x K samplers: images per label and modality group (2 modalities for ours, any modality for fast-reid's)
+_IDENTITY_SAMPLERS = {"DualModalitySampler": 2, "NaiveIdentitySampler": 1, "BalancedIdentitySampler": 1,
+                      "SetReWeightSampler": 1}
+
+
 def _check_batch(cfg, world_size, problems):
     batch, k, sampler = cfg.SOLVER.IMS_PER_BATCH, cfg.DATALOADER.NUM_INSTANCE, cfg.DATALOADER.SAMPLER_TRAIN
     if sampler not in SAMPLER_REGISTRY._obj_map:
@@ -108,28 +118,45 @@ def _check_batch(cfg, world_size, problems):
     if not isinstance(batch, int) or batch < 1 or batch % world_size:
         problems.append(f"SOLVER.IMS_PER_BATCH={batch!r}: expected a positive multiple of the world size {world_size}")
         return
-    if sampler != "DualModalitySampler":
+    if sampler not in _IDENTITY_SAMPLERS:
         return
-    if cfg.DATALOADER.DUAL_PAIRING not in PAIRINGS:
+    if sampler == "DualModalitySampler" and cfg.DATALOADER.DUAL_PAIRING not in PAIRINGS:
         problems.append(f"DATALOADER.DUAL_PAIRING={cfg.DATALOADER.DUAL_PAIRING!r}: expected one of {PAIRINGS}")
     if not isinstance(k, int) or k < 1:
         problems.append(f"DATALOADER.NUM_INSTANCE={k!r}: expected an integer >= 1")
         return
-    unit = world_size * 2 * k
+    groups = _IDENTITY_SAMPLERS[sampler]
+    unit = world_size * groups * k
+    factors = f"world size x 2 modalities x DATALOADER.NUM_INSTANCE = {world_size} x 2 x {k}" if groups == 2 else \
+        f"world size x DATALOADER.NUM_INSTANCE = {world_size} x {k}"
     if batch % unit:
         nearest = [n for n in (batch - batch % unit, batch - batch % unit + unit) if n > 0]
-        problems.append(f"SOLVER.IMS_PER_BATCH={batch}: expected a multiple of world size x 2 modalities x "
-                        f"DATALOADER.NUM_INSTANCE = {world_size} x 2 x {k} = {unit} (DualModalitySampler), e.g. "
+        problems.append(f"SOLVER.IMS_PER_BATCH={batch}: expected a multiple of {factors} = {unit} ({sampler}), e.g. "
                         + " or ".join(map(str, nearest)))
         return
     labels = batch // unit
     if labels < 2 and uses_triplet_loss(cfg):
         loss = (f"MODEL.CRITERION.NAME={cfg.MODEL.CRITERION.NAME!r}" if _is_unsupervised(cfg)
                 else f"MODEL.LOSSES.NAME={tuple(cfg.MODEL.LOSSES.NAME)}")
+        per = " per modality" if groups == 2 else ""
         problems.append(f"SOLVER.IMS_PER_BATCH={batch} with DATALOADER.NUM_INSTANCE={k} and world size {world_size}: "
-                        f"{labels} label per modality in each batch, but the triplet loss of {loss} needs at least 2 "
-                        f"(with one there is no negative and the loss is 0); expected IMS_PER_BATCH >= 2 x {unit} = "
+                        f"{labels} label{per} in each batch ({sampler}), but the triplet loss of {loss} needs at least "
+                        f"2 (with one there is no negative and the loss is 0); expected IMS_PER_BATCH >= 2 x {unit} = "
                         f"{2 * unit}, or a smaller NUM_INSTANCE")
+
+
+def _check_evaluation(cfg, problems):
+    period = cfg.TEST.EVAL_PERIOD
+    if not isinstance(period, int) or period < 0:
+        problems.append(f"TEST.EVAL_PERIOD={period!r}: expected epochs between evaluations (an integer >= 1), or 0 "
+                        "for no evaluation")
+    if cfg.TEST.RANKLIST.ENABLED:
+        plain = [n for n in cfg.DATASETS.TESTS
+                 if n in DATASET_REGISTRY._obj_map and not getattr(DATASET_REGISTRY.get(n), "EVALUATOR", None)]
+        if plain:
+            problems.append(f"TEST.RANKLIST.ENABLED=True: rank lists are drawn for the cross-modality protocols only, "
+                            f"but DATASETS.TESTS has single-modality dataset(s) {plain} (fast-reid's ReidEvaluator); "
+                            "expected TEST.RANKLIST.ENABLED False, or only SYSUMM01/RegDB/LLCM test sets")
 
 
 def _check_datasets(cfg, problems):
@@ -148,6 +175,7 @@ def validate_config(cfg, world_size: int = 1) -> None:
     _check_datasets(cfg, problems)
     _check_pseudo(cfg, problems)
     _check_batch(cfg, world_size, problems)
+    _check_evaluation(cfg, problems)
     from ..methods.build import METHOD_CONFIG_CHECK_REGISTRY  # the method packages import the engine
 
     for check in METHOD_CONFIG_CHECK_REGISTRY._obj_map.values():

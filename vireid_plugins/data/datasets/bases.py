@@ -1,8 +1,9 @@
 """Common base of the visible-infrared datasets.
 
 Every item is a tuple ``(img_path, pid, camid, modality)`` of a ``str`` and three Python ``int``s;
-``modality`` is :data:`VISIBLE` (0) or :data:`INFRARED` (1). fast-reid's own ``CommDataset`` reads only
-``item[0:3]``; :class:`vireid_plugins.data.common.VIReIDDataset` also returns the modality.
+``modality`` is :data:`VISIBLE` (0) or :data:`INFRARED` (1). fast-reid's own ``CommDataset`` reads ``item[0:3]``
+(``vireid_plugins.compat`` adds the modality of such items to its batches);
+:class:`vireid_plugins.data.common.VIReIDDataset` returns it too.
 """
 import logging
 import os

@@ -216,15 +216,14 @@ class AGWBackbone(nn.Module):
 
         Args:
             x: B x 3 x H x W images.
-            modality: LongTensor [B] in ``[0, num_modalities)``, or None (all use stem 0).
+            modality: LongTensor [B] in ``[0, num_modalities)``; None only with one stem.
 
         Returns:
             B x 64 x H/4 x W/4, in the input order.
         """
         if x.dim() != 4:
             raise ValueError(f"AGWBackbone: expected images of shape B x 3 x H x W, got {list(x.shape)}")
-        if modality is not None:
-            modality = check_modality(modality, x.shape[0], self.num_modalities, x.device, "AGWBackbone")
+        modality = check_modality(modality, x.shape[0], self.num_modalities, x.device, "AGWBackbone")
         return route_by_modality(x, modality, self.stems)
 
     @staticmethod
@@ -241,13 +240,14 @@ class AGWBackbone(nn.Module):
         Args:
             x: B x 3 x H x W images.
             modality: LongTensor of shape [B], values in ``[0, num_modalities)`` (0 visible,
-                1 infrared) choosing each image's stem. None means every image is visible (stem 0).
+                1 infrared) choosing each image's stem. None only with one stem (``NUM_MODALITIES 1``).
 
         Returns:
             B x feat_dim x h x w feature map (h = H/16 with last stride 1, H/32 with 2).
 
         Raises:
-            ValueError: if ``x`` is not 4-D, or ``modality`` has the wrong shape, dtype or values.
+            ValueError: if ``x`` is not 4-D, or ``modality`` is missing (several stems) or has the wrong shape, dtype
+                or values.
         """
         x = self.forward_stems(x, modality)
         x = self._forward_stage(x, self.layer1, self.NL_1)

@@ -173,16 +173,15 @@ class TokenViT(nn.Module):
         if x.dim() != 4 or tuple(x.shape[-2:]) != self.img_size or x.shape[1] != 3:
             raise ValueError(f"TokenViT: expected images of shape B x 3 x {self.img_size[0]} x {self.img_size[1]} "
                              f"(INPUT.SIZE_TRAIN), got {list(x.shape)}")
-        if modality is not None:
-            modality = check_modality(modality, x.shape[0], self.num_modalities, x.device, "TokenViT")
+        modality = check_modality(modality, x.shape[0], self.num_modalities, x.device, "TokenViT")
         return route_by_modality(x, modality, self.patch_embeds)
 
     def forward(self, x: torch.Tensor, modality: torch.Tensor | None = None) -> torch.Tensor:
         """
         Args:
             x: ``(B, 3, H, W)`` images.
-            modality: ``(B,)`` long tensor, 0 visible (also the channel-augmented view), 1 infrared; None means
-                every image is visible.
+            modality: ``(B,)`` long tensor, 0 visible (also the channel-augmented view), 1 infrared; None only with
+                one patch embedding (``NUM_MODALITIES 1``).
 
         Returns:
             ``(B, T, D)`` class tokens after the final LayerNorm (before any BN neck), in the input order.

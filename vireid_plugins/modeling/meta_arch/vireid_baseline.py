@@ -46,7 +46,8 @@ class VIReIDBaseline(Baseline):
         return (images - self.pixel_mean) / self.pixel_std
 
     def modality(self, batched_inputs):
-        """``B`` long tensor of modalities, or ``None`` (all visible) when the batch carries none."""
+        """``B`` long tensor of modalities, or ``None`` when the batch carries none (the backbone then refuses to run
+        unless it has a single stem, see :mod:`vireid_plugins.modeling.backbones.modality`)."""
         if isinstance(batched_inputs, dict) and "modality" in batched_inputs:
             return batched_inputs["modality"].to(self.device, non_blocking=True).long()
         return None
