@@ -3,18 +3,20 @@
 from setuptools import find_packages, setup
 
 INSTALL_REQUIRES = [
-    # fast-reid 1.4.0 pins torch 1.13; it is installed with ``pip install --no-deps fastreid==1.4.0``
-    # and these are the packages it (and we) really need on torch 2.
+    # fast-reid 1.4.0 pins torch 1.13.1 / torchvision 0.14.1 (no wheels for Python >= 3.11; vireid_plugins needs
+    # torch 2), so it is installed after this package with ``pip install --no-deps fastreid==1.4.0``. These are the
+    # packages it (and we) really need, within fast-reid's own bounds where it sets them, so that ``pip check``
+    # reports nothing but those two torch pins.
     "torch>=2.0",
     "torchvision>=0.15",
     "timm>=0.9",
     "pot>=0.9",
-    "yacs>=0.1.8",
-    "scikit-learn>=1.2",
-    "tabulate",
-    "termcolor",
-    "tensorboard",
-    "opencv-python-headless",
+    "yacs>=0.1.8,<0.2",
+    "scikit-learn>=1.2.1,<2",
+    "tabulate>=0.9,<0.10",
+    "termcolor>=2.2,<3",
+    "tensorboard>=2.12,<3",
+    "opencv-python-headless>=4.7.0.68,<5",
     "tqdm",
     "numpy",
     "scipy",
@@ -36,8 +38,10 @@ setup(
     # Without either, the k-NN searches fall back to chunked torch.
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "cpu": ["faiss-cpu>=1.7"],
+        "cpu": ["faiss-cpu>=1.7.3,<2"],
         "gpu": ["faiss-gpu-cu12>=1.8"],
         "dev": ["pytest>=7", "ruff>=0.4"],
+        # tools/export_model.py: ONNX export (onnx) and its check against the eager model (onnxruntime)
+        "export": ["onnx>=1.14", "onnxruntime>=1.16"],
     },
 )

@@ -64,6 +64,31 @@ def regdb_root(tmp_path):
     return tmp_path
 
 
+MARKET_TRAIN_IDS, MARKET_TEST_IDS = range(1, 9), range(21, 27)  # train: 4 images each in cameras 1 and 2
+
+
+@pytest.fixture(scope="session")
+def tiny_market(tmp_path_factory):
+    """A tiny ``Market-1501-v15.09.15`` folder in the official file-name format (8 train ids x 4 images; 6 test ids
+    with one query in camera 1 and two gallery images in cameras 2 and 3, plus a junk and a distractor image);
+    returns its parent (fast-reid's ``FASTREID_DATASETS``)."""
+    parent = tmp_path_factory.mktemp("market")
+    root = parent / "Market-1501-v15.09.15"
+    for pid in MARKET_TRAIN_IDS:
+        for i in range(4):
+            cam = 1 + i % 2
+            write_image(str(root / "bounding_box_train" / f"{pid:04d}_c{cam}s1_{i:06d}_01.jpg"), size=(32, 16),
+                        value=pid * 10 + i)
+    for pid in MARKET_TEST_IDS:
+        write_image(str(root / "query" / f"{pid:04d}_c1s1_000001_00.jpg"), size=(32, 16), value=pid * 10)
+        for cam in (2, 3):
+            write_image(str(root / "bounding_box_test" / f"{pid:04d}_c{cam}s1_000002_00.jpg"), size=(32, 16),
+                        value=pid * 10 + cam)
+    write_image(str(root / "bounding_box_test" / "-1_c2s1_000009_00.jpg"), size=(32, 16))  # junk: ignored
+    write_image(str(root / "bounding_box_test" / "0000_c3s1_000009_00.jpg"), size=(32, 16))  # distractor
+    return parent
+
+
 @pytest.fixture
 def cfg():
     from fastreid.config import get_cfg
@@ -72,6 +97,7 @@ def cfg():
 
     c = get_cfg()
     add_vireid_config(c)
+    c.DATALOADER.NUM_WORKERS = 0  # fast-reid's default is 8 worker processes; tests load in-process
     return c
 
 
@@ -91,3 +117,43 @@ TINY_OPTS = [
     "SOLVER.WARMUP_ITERS", "0", "DATASETS.SYSU.NUM_TRIALS", "2", "TEST.EVAL_AT_START", "False",
     "MODEL.WEIGHTS", "",  # the demo configs start from the source-pretrained model; tests from scratch
 ]
+
+
+def train_net(config, root, out, *extra, opts=(), check=True):
+    """Run ``tools/train_net.py`` on ``config`` with the tiny options; returns the log (stdout + stderr)."""
+    import subprocess
+
+    cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file", os.path.join(ROOT, config),
+           *extra, "DATASETS.ROOT", str(root), "OUTPUT_DIR", str(out), *TINY_OPTS, *opts]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def final_metrics(out):
+    """The ``final_metrics.json`` a finished run wrote to ``out``."""
+    import json
+
+    with open(os.path.join(str(out), "final_metrics.json")) as f:
+        return json.load(f)
+
+
+def make_checkpoint(path, config="configs/Synthetic/agw_supervised.yml", opts=(), seed=1, num_classes=6):
+    """Save a freshly built tiny model (seeded, ``num_classes`` classifier rows) as a fast-reid checkpoint."""
+    import torch
+    from fastreid.modeling import build_model
+
+    from vireid_plugins.deployment.inference import setup_cfg
+
+    cfg = setup_cfg(os.path.join(ROOT, config), TINY_OPTS + ["SEED", str(seed), "MODEL.HEADS.NUM_CLASSES",
+                                                             str(num_classes), "MODEL.DEVICE", "cpu", *opts])
+    torch.manual_seed(seed)
+    torch.save({"model": build_model(cfg).state_dict(), "iteration": 0}, str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A tiny supervised AGW checkpoint (configs/Synthetic/agw_supervised.yml with TINY_OPTS, seed 1)."""
+    return make_checkpoint(tmp_path_factory.mktemp("tiny_ckpt") / "model.pth")

@@ -1,10 +1,11 @@
 #!/usr/bin/env python
-"""Write a synthetic VI-ReID dataset in the official SYSU-MM01 or RegDB layout.
+"""Write a synthetic VI-ReID dataset in the official SYSU-MM01, RegDB or LLCM layout.
 
 Examples (from the repository root)::
 
     python tools/make_synthetic_vireid.py --layout sysu --preset demo --out datasets/SYSU-MM01
     python tools/make_synthetic_vireid.py --layout regdb --preset demo --out datasets/RegDB --workers 2
+    python tools/make_synthetic_vireid.py --layout llcm --preset demo --out datasets/LLCM
     python tools/make_synthetic_vireid.py --layout sysu --preset sysu-scale --out /data/syn_sysu --overwrite
 
 The generative model, the presets and the exact layouts are documented in
@@ -38,8 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="render processes (output does not depend on it); default: min(8, CPUs)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
     overrides = parser.add_argument_group("preset overrides")
-    overrides.add_argument("--ids", type=int, help="SYSU: train+val ids; RegDB: total ids")
-    overrides.add_argument("--test-ids", type=int, help="SYSU: test ids; RegDB: test ids per trial")
+    overrides.add_argument("--ids", type=int, help="SYSU: train+val ids; RegDB: total ids; LLCM: train ids")
+    overrides.add_argument("--test-ids", type=int, help="SYSU, LLCM: test ids; RegDB: test ids per trial")
     overrides.add_argument("--height", type=int, help="image height in pixels")
     overrides.add_argument("--width", type=int, help="image width in pixels")
     overrides.add_argument("--vis-per-cam", type=int, help="images per id per visible camera")

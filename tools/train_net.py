@@ -9,10 +9,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fastreid.utils.checkpoint import Checkpointer  # noqa: E402
-
 import vireid_plugins  # noqa: E402,F401  (compat shims + registration, before any fastreid import)
-from vireid_plugins.engine import VIReIDTrainer, default_vireid_setup, vireid_argument_parser  # noqa: E402
+from vireid_plugins.engine import (  # noqa: E402
+    VIReIDCheckpointer,
+    VIReIDTrainer,
+    default_vireid_setup,
+    vireid_argument_parser,
+)
 from vireid_plugins.engine.launch import launch  # noqa: E402
 
 
@@ -24,7 +27,10 @@ def main(args):
         cfg.defrost()
         cfg.MODEL.BACKBONE.PRETRAIN = False
         model = VIReIDTrainer.build_model(cfg)
-        Checkpointer(model).load(cfg.MODEL.WEIGHTS)
+        # the head's own classifier has one row per training class, unknown here and unused at test time: it takes
+        # the checkpoint's shape (every other tensor must match, see VIReIDCheckpointer)
+        model.heads.resizable_state = True
+        VIReIDCheckpointer(model, partial=cfg.MODEL.WEIGHTS_PARTIAL).load(cfg.MODEL.WEIGHTS)  # strict by default
         return VIReIDTrainer.test(cfg, model)
     trainer = VIReIDTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)

@@ -95,6 +95,41 @@ Stopping rules (``stop_rule``)
   classes); the reported ``marginal_error`` tells how far from the marginals it stopped. Defaults to ``omega=1``.
 
 Both rules stop when *every* problem of a batch meets the tolerance, or at ``max_iter`` (``converged=False``).
+
+KL-relaxed (unbalanced) marginals (``reg_m``)
+---------------------------------------------
+With ``reg_m`` the marginal constraints become penalties, and the plan is that of POT's
+``ot.sinkhorn_unbalanced(a, b, M, reg, reg_m)`` (``reg_type="kl"``, its default; Chizat, Peyre, Schmitzer &
+Vialard, "Scaling algorithms for unbalanced optimal transport problems", Math. Comp. 2018)::
+
+    Q = argmin_Q  <Q, M> + reg KL(Q || a b^T) + reg_m_a KL(Q 1 || a) + reg_m_b KL(Q^T 1 || b).
+
+``reg_m`` is a number (both marginals) or a ``(rows, columns)`` pair, in the units of the cost ``M``; ``inf``
+keeps that marginal exact (``(inf, r)``: semi-relaxed), ``None`` (default) both. :func:`sinkhorn_log`, whose log
+kernel is ``-M / reg`` with ``reg`` implicit, takes ``reg_m / reg``; :func:`sinkhorn` and :func:`sinkhorn_power`
+convert. The ``KL(Q || a b^T)`` regulariser puts ``log a_i + log b_j`` into the plan; with the potentials
+``f = log u + log a`` and ``g = log v + log b`` (the plan stays ``exp(log K + f_i + g_j)``) the updates are those
+above with the log-sum-exps scaled by ``r = reg_m / (reg_m + reg)``::
+
+    g <- log b - r_b logsumexp_i(log K_ij + f_i),      f <- log a - r_a logsumexp_j(log K_ij + g_j),
+
+and the error is ``sum_j |exp(g_j + r_b logsumexp_i(log K_ij + f_i)) - b_j|``, the residual of the column update
+(0 at the solution; the column-marginal violation when ``r_b = 1``). Over-relaxation is not used (``omega=1``):
+its safeguard assumes exact marginals. A large ``reg_m`` converges slowly: the total mass of the plan settles at
+a rate of about ``r^2`` per iteration (``r -> 1``), as in POT.
+
+Input validation
+----------------
+Empty kernels, NaN or ``+inf`` entries, and rows or columns without a finite log-kernel entry raise
+``ValueError`` naming the entries (such a row cannot carry its mass: the plan would be NaN, and the label of an all
+``-inf`` row an arbitrary 0); so do non-positive or non-finite marginals, and negative or NaN probabilities given to
+:func:`sinkhorn_power` / :func:`assign_labels_by_sinkhorn`.
+
+Large dense kernels
+-------------------
+:func:`~vireid_plugins.association.sinkhorn_blocks.sinkhorn_blocks` runs the same iterations on a kernel built
+row block by row block and held once (float32 or bfloat16), for instance-to-instance plans too large for two
+copies.
 """
 from __future__ import annotations
 
@@ -107,7 +142,8 @@ from typing import Optional, Union
 import torch
 import torch.nn.functional as F
 
-__all__ = ["SinkhornResult", "assign_labels_by_sinkhorn", "sinkhorn", "sinkhorn_log", "sinkhorn_power"]
+__all__ = ["SinkhornResult", "assign_labels_by_sinkhorn", "check_log_kernel", "sinkhorn", "sinkhorn_log",
+           "sinkhorn_power"]
 
 
 def _floor(dtype: torch.dtype) -> float:
@@ -137,27 +173,43 @@ class SinkhornResult:
     """Output of the solvers: the plan is ``exp(log_kernel + log_u[..., :, None] + log_v[..., None, :])``.
 
     Attributes:
-        log_kernel: ``(*B, N, K)`` the log kernel ``-cost / reg`` (a reference to the solver's, not a copy).
+        log_kernel: ``(*B, N, K)`` the log kernel ``-cost / reg`` (a reference to the solver's, not a copy);
+            ``None`` when the kernel is held by ``kernel`` instead (:func:`~.sinkhorn_blocks.sinkhorn_blocks`).
         log_u: ``(*B, N)`` log row scaling (row dual potential divided by ``reg``).
-        log_v: ``(*B, K)`` log column scaling. The pair is defined up to ``(log_u + c, log_v - c)``.
+        log_v: ``(*B, K)`` log column scaling. The pair is defined up to ``(log_u + c, log_v - c)`` (exact
+            marginals only: with ``reg_m`` the pair is unique).
         iterations: number of column+row updates run.
         marginal_error: ``(*B,)`` L1 violation of the column marginal ``sum_j |sum_i Q_ij - b_j|`` of the returned
-            plan (whose rows are exact up to float rounding); 0-d tensor for an unbatched problem.
+            plan (whose rows are exact up to float rounding); 0-d tensor for an unbatched problem. With ``reg_m``
+            the marginals are not met by design, and this is the residual of the column scaling equation
+            (module docstring), 0 at the solution.
         converged: whether the stopping rule was met before ``max_iter``.
         stop_rule: the rule used, ``"marginal"`` or ``"otla"``.
+        reg_m: the marginal relaxation solved with (``None``: exact marginals), in the units of ``-log_kernel``.
+        kernel: the stored kernel (:class:`~.sinkhorn_blocks.StoredKernel`) when ``log_kernel`` is ``None``.
     """
 
-    log_kernel: torch.Tensor
+    log_kernel: Optional[torch.Tensor]
     log_u: torch.Tensor
     log_v: torch.Tensor
     iterations: int
     marginal_error: torch.Tensor
     converged: bool
     stop_rule: str = "marginal"
+    reg_m: object = None
+    kernel: object = None
+
+    def _log_kernel(self) -> torch.Tensor:
+        if self.log_kernel is not None:
+            return self.log_kernel
+        if self.kernel is None:
+            raise ValueError("this result holds no kernel (sinkhorn_blocks(method='log') keeps none): only its "
+                             "potentials log_u, log_v are available")
+        return self.kernel.log_dense()
 
     def log_plan(self) -> torch.Tensor:
         """``(*B, N, K)`` log of the transport plan (``-inf`` where the kernel is 0); materialises one matrix."""
-        return self.log_kernel + self.log_u.unsqueeze(-1) + self.log_v.unsqueeze(-2)
+        return self._log_kernel() + self.log_u.unsqueeze(-1) + self.log_v.unsqueeze(-2)
 
     def plan(self) -> torch.Tensor:
         """``(*B, N, K)`` the transport plan ``diag(u) K diag(v)`` (entries may underflow to 0)."""
@@ -165,11 +217,13 @@ class SinkhornResult:
 
     def row_argmax(self) -> torch.Tensor:
         """``(*B, N)`` int64: ``argmax_j Q_ij`` for every row (``u_i`` drops out: ``argmax_j log K_ij + log_v_j``)."""
+        if self.log_kernel is None and self.kernel is not None:
+            return self.kernel.row_argmax(self.log_v)
         return (self.log_kernel + self.log_v.unsqueeze(-2)).argmax(-1)
 
     def col_argmax(self) -> torch.Tensor:
         """``(*B, K)`` int64: ``argmax_i Q_ij`` for every column."""
-        return (self.log_kernel + self.log_u.unsqueeze(-1)).argmax(-2)
+        return (self._log_kernel() + self.log_u.unsqueeze(-1)).argmax(-2)
 
     def row_marginal(self) -> torch.Tensor:
         """``(*B, N)`` ``sum_j Q_ij`` (for checks; materialises the plan)."""
@@ -234,6 +288,7 @@ class _AbsorbedOps:
         self.batch = math.prod(self.batch_shape)
         self.absorptions = 0
         self.dirty = False  # a log-domain fallback happened: rebuild after this iteration
+        self.dense_products = False  # iterate with loop_threads (the products are small or sparse)
 
     def absorb(self, g: torch.Tensor) -> None:
         keep, shift = _kernel_range(self.log_kernel.dtype)
@@ -384,8 +439,11 @@ def _prepare_marginal(m, n: int, batch_shape, like: torch.Tensor, name: str) -> 
     m = torch.as_tensor(m, dtype=like.dtype, device=like.device)  # lists / numpy arrays at full precision
     if m.shape[-1:] != (n,):
         raise ValueError(f"{name} must have last dimension {n}, got shape {tuple(m.shape)}")
+    if not bool(torch.isfinite(m).all()):
+        raise ValueError(f"{name} must be finite, got {_first_bad(~torch.isfinite(m))}")
     if not bool((m > 0).all()):
-        raise ValueError(f"{name} must be positive (zero-mass rows/columns: drop them before the transport)")
+        raise ValueError(f"{name} must be positive (zero-mass rows/columns: drop them before the transport), got "
+                         f"{_first_bad(m <= 0)}")
     return m.log().expand(*batch_shape, n)
 
 
@@ -394,6 +452,195 @@ def _prepare_init(init_log_v, log_b: torch.Tensor) -> torch.Tensor:
     if g.shape[-1:] != log_b.shape[-1:] or not _all_finite(g):
         raise ValueError(f"init_log_v must be finite with last dimension {log_b.shape[-1]}, got {tuple(g.shape)}")
     return g.expand_as(log_b).clone()
+
+
+def _first_bad(mask: torch.Tensor, limit: int = 5) -> str:
+    """``"entries [i, ...] (and n more)"`` for the ``True`` positions of ``mask`` (multi-dim positions as tuples)."""
+    idx = mask.nonzero().tolist()
+    shown = [tuple(i) if len(i) > 1 else i[0] for i in idx[:limit]]
+    more = f" and {len(idx) - limit} more" if len(idx) > limit else ""
+    return f"entries {shown}{more}"
+
+
+def _check_shape(shape, name: str = "log_kernel") -> None:
+    if len(shape) < 2:
+        raise ValueError(f"{name} must be (*B, N, K), got shape {tuple(shape)}")
+    if math.prod(shape) == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(shape)}): there is nothing to transport; need N >= 1 rows "
+                         "and K >= 1 columns")
+
+
+def check_log_kernel(log_kernel: torch.Tensor) -> None:
+    """Raise ``ValueError`` unless ``log_kernel`` (``(*B, N, K)``) is non-empty, has no NaN or ``+inf``, and every
+    row and every column holds a finite entry (a row or column of ``-inf`` cannot carry its mass: the plan would be
+    NaN, or the label of an all ``-inf`` row an arbitrary 0)."""
+    _check_shape(log_kernel.shape)
+    bad = torch.isnan(log_kernel) | (log_kernel == math.inf)
+    if bool(bad.any()):
+        raise ValueError(f"log_kernel contains NaN or +inf at {_first_bad(bad)}")
+    for dim, what in ((-1, "row"), (-2, "column")):
+        empty = log_kernel.amax(dim) == -math.inf
+        if bool(empty.any()):
+            where = "(batch..., index) " if log_kernel.dim() > 2 else ""
+            raise ValueError(f"log_kernel {what}s without a finite entry {where}at {_first_bad(empty)}: every {what} "
+                             f"must be able to carry its mass (drop it, or give it a finite cost)")
+
+
+def _relaxation(reg_m, name: str = "reg_m") -> tuple[float, float]:
+    """POT's ``reg_m`` (a number, or a (rows, columns) pair; ``inf`` = exact marginal) -> the exponents
+    ``(reg_m_a / (reg_m_a + 1), reg_m_b / (reg_m_b + 1))`` of the scaling updates (``reg = 1``); ``(1, 1)`` for
+    ``None`` (balanced)."""
+    if reg_m is None:
+        return 1.0, 1.0
+    pair = tuple(float(r) for r in reg_m) if isinstance(reg_m, (tuple, list)) else (float(reg_m),) * 2
+    if len(pair) != 2 or not all(r > 0 for r in pair):  # NaN fails too
+        raise ValueError(f"{name} must be > 0 (inf: exact marginal), or a (rows, columns) pair of such, got {reg_m!r}")
+    return tuple(1.0 if r == math.inf else r / (r + 1.0) for r in pair)
+
+
+def _scale_reg_m(reg_m, factor: float):
+    """``reg_m`` expressed in units of a regularisation ``1 / factor`` times smaller (``None`` stays ``None``)."""
+    if reg_m is None:
+        return None
+    if isinstance(reg_m, (tuple, list)):
+        return tuple(float(r) * factor for r in reg_m)
+    return float(reg_m) * factor
+
+
+@dataclass
+class _Options:
+    max_iter: int
+    tol: float
+    otla: bool
+    check_every: int
+    omega: Union[str, float]
+    warmup: int
+    adapt_every: int
+    probe_every: int
+    loop_threads: Optional[int]
+    relax_a: float = 1.0
+    relax_b: float = 1.0
+
+
+def _options(stop_rule, max_iter, tol, check_every, omega, warmup, adapt_every, probe_every, loop_threads, reg_m,
+             cuda: bool) -> _Options:
+    if stop_rule not in ("marginal", "otla"):
+        raise ValueError(f"stop_rule must be 'marginal' or 'otla', got {stop_rule!r}")
+    otla = stop_rule == "otla"
+    relax_a, relax_b = _relaxation(reg_m)
+    if omega is None or (omega == "auto" and reg_m is not None):
+        omega = 1.0 if (otla or reg_m is not None) else "auto"
+    if reg_m is not None and float(omega) != 1.0:
+        raise ValueError(f"over-relaxation (omega={omega!r}) is only safeguarded for exact marginals; use omega=1 "
+                         "with reg_m")
+    if check_every is None:
+        check_every = 10 if (otla or cuda) else 1
+    return _Options(max_iter=(500 if otla else 1000) if max_iter is None else int(max_iter),
+                    tol=(0.1 if otla else 1e-6) if tol is None else float(tol), otla=otla,
+                    check_every=max(1, int(check_every)), omega=omega, warmup=warmup, adapt_every=adapt_every,
+                    probe_every=probe_every, loop_threads=loop_threads, relax_a=relax_a, relax_b=relax_b)
+
+
+def _iterate(fast, exact, log_a: torch.Tensor, log_b: torch.Tensor, init_log_v, opt: _Options, batch_shape,
+             device: torch.device, dtype: torch.dtype):
+    """The Sinkhorn loop shared by every kernel representation.
+
+    ``fast`` (or ``None``) provides ``absorb(g)``, ``needs_absorb(g)``, ``col_lse(f)``, ``row_lse(g)``, a ``dirty``
+    flag and ``dense_products`` (its products are O(N K): run them with torch's thread setting); ``exact`` provides
+    exact ``col_lse`` / ``row_lse``, used where ``fast`` returns a non-finite value (and, with ``fast=None``,
+    always). ``col_lse(f)_j = logsumexp_i(log K_ij + f_i)``, ``row_lse(g)_i = logsumexp_j(log K_ij + g_j)``.
+
+    With exponents ``ra, rb`` (1 for exact marginals, ``reg_m / (reg_m + 1)`` for KL-relaxed ones) the updates are
+    ``g <- log b - rb * col_lse(f)`` and ``f <- log a - ra * row_lse(g)``, and the error is
+    ``sum_j |exp(g_j + rb * col_lse(f)_j) - b_j|`` (the L1 column-marginal violation for exact marginals).
+
+    Returns:
+        ``(f, g, iterations, error, converged)``.
+    """
+    b_lin = log_b.exp()
+    ra, rb = opt.relax_a, opt.relax_b
+    schedule = _OmegaSchedule(opt.omega, batch_shape, device, dtype, opt.warmup, opt.adapt_every)
+    outer_threads = torch.get_num_threads()
+    cheap_loop = fast is not None and not fast.dense_products and device.type == "cpu"
+    small_threads = opt.loop_threads if cheap_loop else None
+
+    def large(fn, *args):  # O(N K) work: torch's thread setting
+        with _num_threads(outer_threads):
+            return fn(*args)
+
+    def lse(name, potential):  # the fast log-sum-exp, or the exact one where it is not finite
+        if fast is not None:
+            out = large(getattr(fast, name), potential) if fast.dense_products else getattr(fast, name)(potential)
+            if _all_finite(out):
+                return out
+            fast.dirty = True
+        return large(getattr(exact, name), potential)
+
+    def col_step(lc):  # the column potential that the row potential calls for
+        return log_b - lc if rb == 1.0 else log_b - rb * lc
+
+    def row_step(g):
+        rl = lse("row_lse", g)
+        return log_a - rl if ra == 1.0 else log_a - ra * rl
+
+    def col_error(g, lc):  # residual of the column equation of the plan (f, g), lc = col_lse(f)
+        return (torch.exp(g + lc if rb == 1.0 else g + rb * lc) - b_lin).abs().sum(-1)
+
+    otla, tol, check_every = opt.otla, opt.tol, opt.check_every
+    with _num_threads(small_threads):
+        # Start from a uniform column scaling (g = 0) with exact rows, as OTLA / MULT do.
+        g = torch.zeros_like(log_b) if init_log_v is None else _prepare_init(init_log_v, log_b)
+        if fast is not None:
+            large(fast.absorb, g)
+        f = row_step(g)
+        lc = lse("col_lse", f)
+        it, converged, f_plain, err = 0, False, True, None  # f_plain: f = f_hat(g), the rows are exact
+        while True:
+            check = it % check_every == 0
+            if f_plain and it > 0 and check and not otla:
+                err = col_error(g, lc)
+                schedule.update(it, err)
+                if bool((err < tol).all()):
+                    converged = True
+                    break
+            if it >= opt.max_iter:
+                break
+            g_hat = col_step(lc)
+            if otla and it > 0 and check and bool(((torch.exp(g - g_hat) - 1.0).abs().sum(-1) < tol).all()):
+                g, f, f_plain, err, converged = g_hat, row_step(g_hat), True, None, True  # v = v_new
+                it += 1
+                break
+            w = schedule.value
+            g = _relax(g, g_hat, w)
+            if fast is not None and fast.needs_absorb(g):
+                large(fast.absorb, g)
+            f_hat = row_step(g)
+            it += 1
+            if w is None:
+                f, f_plain, err = f_hat, True, None
+            else:
+                # relaxed rows are not exact: every probe_every-th check, measure the row-exact plan (f_hat, g)
+                # (one extra product) for the stopping rule and the omega schedule
+                if not otla and it % check_every == 0 and it % opt.probe_every == 0:
+                    err = col_error(g, lse("col_lse", f_hat))
+                    schedule.update(it, err)
+                    if bool((err < tol).all()):
+                        f, f_plain, converged = f_hat, True, True
+                        break
+                f, f_plain, err = _relax(f, f_hat, w), False, None
+            lc = lse("col_lse", f)
+        if not f_plain:
+            f = row_step(g)
+            err = None
+        if err is None:  # the state changed after the last measurement
+            err = col_error(g, lse("col_lse", f))
+    return f, g, it, err, converged
+
+
+def _warn_not_converged(warn: bool, converged: bool, opt: _Options, err: torch.Tensor) -> None:
+    if warn and not converged and not opt.otla:
+        warnings.warn(f"Sinkhorn did not converge in {opt.max_iter} iterations: marginal error "
+                      f"{float(err.max()):.3g} >= tol {opt.tol:g}", RuntimeWarning, stacklevel=3)
 
 
 def sinkhorn_log(
@@ -416,12 +663,14 @@ def sinkhorn_log(
     loop_threads: Optional[int] = 1,
     init_log_v: Optional[torch.Tensor] = None,
     eps_scaling: int = 0,
+    reg_m=None,
 ) -> SinkhornResult:
     """Entropic OT on a given log kernel: the plan ``diag(u) exp(log_kernel) diag(v)`` with marginals ``a``, ``b``.
 
     Args:
         log_kernel: ``(*B, N, K)`` ``log K = -cost / reg`` (``-inf`` allowed for forbidden pairs; every row and
-            column needs a finite entry). Not modified.
+            column needs a finite entry). Not modified. Empty kernels, NaN, ``+inf`` and rows or columns without a
+            finite entry raise ``ValueError`` (:func:`check_log_kernel`).
         a: ``(N,)`` or ``(*B, N)`` positive row marginals; ``None`` = uniform ``1/N``.
         b: ``(K,)`` or ``(*B, K)`` positive column marginals; ``None`` = uniform ``1/K``.
         max_iter: iteration cap (default 1000 for ``"marginal"``, 500 for ``"otla"``).
@@ -431,7 +680,8 @@ def sinkhorn_log(
         check_every: test the rule every this many iterations (default: 1 on CPU, 10 on CUDA; 10 for ``"otla"``).
         method: ``"stabilized"`` (matrix-vector products on an absorbed kernel; default) or ``"log"`` (two full
             log-sum-exps per iteration).
-        omega: over-relaxation ``w`` in ``[1, 2)``, or ``"auto"`` (default for ``"marginal"``; ``1`` for ``"otla"``).
+        omega: over-relaxation ``w`` in ``[1, 2)``, or ``"auto"`` (default for ``"marginal"``; ``1`` for ``"otla"``
+            and with ``reg_m``).
         absorb_threshold: ``"stabilized"`` only: rebuild the kernel when the spread of the drift of ``log_v`` from
             the absorbed one exceeds this (dropped entries then stay below ``exp(-60 + threshold)`` of their row's
             maximum in float32; keep ``threshold <= 35`` there so that products stay normal numbers).
@@ -454,12 +704,18 @@ def sinkhorn_log(
             problems (plans close to a permutation, e.g. 2 samples on 2 classes at ``lam = 25``), on which Sinkhorn
             moves its potentials by about the (small) marginal error per iteration and plateaus for thousands of
             iterations; on ordinary DOTLA problems it costs 30-100% more iterations. ``iterations`` counts all
-            stages.
+            stages. Not with ``reg_m``.
+        reg_m: ``None`` (default): exact marginals. Otherwise the marginals are relaxed by KL penalties, with POT's
+            ``ot.sinkhorn_unbalanced(a, b, M, reg=1, reg_m)`` semantics for ``M = -log_kernel`` (see the module
+            docstring): a number > 0 for both, or a ``(rows, columns)`` pair; ``inf`` keeps that marginal exact.
+            Implies ``omega=1``; the reported error is the residual of the column scaling equation.
 
     Returns:
         :class:`SinkhornResult`.
     """
     if eps_scaling > 0:
+        if reg_m is not None:
+            raise ValueError("eps_scaling is for near-degenerate balanced problems; it does not combine with reg_m")
         stage_kwargs = dict(max_iter=max_iter, stop_rule=stop_rule, check_every=check_every, method=method,
                             omega=omega, absorb_threshold=absorb_threshold, sparse_density=sparse_density,
                             warmup=warmup, adapt_every=adapt_every, probe_every=probe_every,
@@ -475,151 +731,77 @@ def sinkhorn_log(
         result = sinkhorn_log(log_kernel, a, b, tol=tol, warn=warn, init_log_v=g, **stage_kwargs)
         result.iterations += stage_iterations
         return result
-    if log_kernel.dim() < 2:
-        raise ValueError(f"log_kernel must be (*B, N, K), got shape {tuple(log_kernel.shape)}")
-    if stop_rule not in ("marginal", "otla"):
-        raise ValueError(f"stop_rule must be 'marginal' or 'otla', got {stop_rule!r}")
     if method not in ("stabilized", "log"):
         raise ValueError(f"method must be 'stabilized' or 'log', got {method!r}")
-    otla = stop_rule == "otla"
-    max_iter = (500 if otla else 1000) if max_iter is None else int(max_iter)
-    tol = (0.1 if otla else 1e-6) if tol is None else float(tol)
-    if check_every is None:
-        check_every = 10 if (otla or log_kernel.is_cuda) else 1
-    check_every = max(1, int(check_every))
-    if omega is None:
-        omega = 1.0 if otla else "auto"
+    opt = _options(stop_rule, max_iter, tol, check_every, omega, warmup, adapt_every, probe_every, loop_threads,
+                   reg_m, log_kernel.is_cuda)
 
     with torch.no_grad():
         log_kernel = log_kernel.detach()
         if log_kernel.dtype not in (torch.float32, torch.float64):
             log_kernel = log_kernel.float()
-        top = log_kernel.amax()  # propagates NaN
-        if bool(torch.isnan(top)) or bool(top == math.inf):
-            raise ValueError("log_kernel contains NaN or +inf")
+        check_log_kernel(log_kernel)
         *batch_shape, n, k = log_kernel.shape
         log_a = _prepare_marginal(a, n, batch_shape, log_kernel, "a")
         log_b = _prepare_marginal(b, k, batch_shape, log_kernel, "b")
-        b_lin = log_b.exp()
-
-        log_ops = _LogOps(log_kernel)
         absorbed = _AbsorbedOps(log_kernel, absorb_threshold, sparse_density) if method == "stabilized" else None
-        schedule = _OmegaSchedule(omega, batch_shape, log_kernel.device, log_kernel.dtype, warmup, adapt_every)
-
-        outer_threads = torch.get_num_threads()
-        small_threads = loop_threads if (absorbed is not None and log_kernel.device.type == "cpu") else None
-
-        def large(fn, *args):  # O(N K) work: torch's thread setting
-            with _num_threads(outer_threads):
-                return fn(*args)
-
-        def lse(name, potential):  # the absorbed (sparse) log-sum-exp, or the exact one where it is not finite
-            if absorbed is not None:
-                out = getattr(absorbed, name)(potential)
-                if _all_finite(out):
-                    return out
-                absorbed.dirty = True
-            return large(getattr(log_ops, name), potential)
-
-        def col_lse(f):
-            return lse("col_lse", f)
-
-        def row_lse(g):
-            return lse("row_lse", g)
-
-        def col_error(g, lc):  # L1 column violation of the plan (f, g), lc = col_lse(f)
-            return (torch.exp(g + lc) - b_lin).abs().sum(-1)
-
-        with _num_threads(small_threads):
-            # Start from a uniform column scaling (g = 0) with exact rows, as OTLA / MULT do.
-            g = torch.zeros_like(log_b) if init_log_v is None else _prepare_init(init_log_v, log_b)
-            if absorbed is not None:
-                large(absorbed.absorb, g)
-            f = log_a - row_lse(g)
-            lc = col_lse(f)
-            it, converged, f_plain, err = 0, False, True, None  # f_plain: f = f_hat(g), the rows are exact
-            while True:
-                check = it % check_every == 0
-                if f_plain and it > 0 and check and not otla:
-                    err = col_error(g, lc)
-                    schedule.update(it, err)
-                    if bool((err < tol).all()):
-                        converged = True
-                        break
-                if it >= max_iter:
-                    break
-                g_hat = log_b - lc
-                if otla and it > 0 and check and bool(((torch.exp(g - g_hat) - 1.0).abs().sum(-1) < tol).all()):
-                    g, f, f_plain, err, converged = g_hat, log_a - row_lse(g_hat), True, None, True  # v = v_new
-                    it += 1
-                    break
-                w = schedule.value
-                g = _relax(g, g_hat, w)
-                if absorbed is not None and absorbed.needs_absorb(g):
-                    large(absorbed.absorb, g)
-                f_hat = log_a - row_lse(g)
-                it += 1
-                if w is None:
-                    f, f_plain, err = f_hat, True, None
-                else:
-                    # relaxed rows are not exact: every probe_every-th check, measure the row-exact plan (f_hat, g)
-                    # (one extra product) for the stopping rule and the omega schedule
-                    if not otla and it % check_every == 0 and it % probe_every == 0:
-                        err = col_error(g, col_lse(f_hat))
-                        schedule.update(it, err)
-                        if bool((err < tol).all()):
-                            f, f_plain, converged = f_hat, True, True
-                            break
-                    f, f_plain, err = _relax(f, f_hat, w), False, None
-                lc = col_lse(f)
-            if not f_plain:
-                f = log_a - row_lse(g)
-                err = None
-            if err is None:  # the state changed after the last measurement
-                err = col_error(g, col_lse(f))
-
-    if warn and not converged and not otla:
-        warnings.warn(f"Sinkhorn did not converge in {max_iter} iterations: marginal error "
-                      f"{float(err.max()):.3g} >= tol {tol:g}", RuntimeWarning, stacklevel=2)
+        f, g, it, err, converged = _iterate(absorbed, _LogOps(log_kernel), log_a, log_b, init_log_v, opt,
+                                            batch_shape, log_kernel.device, log_kernel.dtype)
+    _warn_not_converged(warn, converged, opt, err)
     return SinkhornResult(log_kernel=log_kernel, log_u=f, log_v=g, iterations=it, marginal_error=err,
-                          converged=converged, stop_rule=stop_rule)
+                          converged=converged, stop_rule=stop_rule, reg_m=reg_m)
 
 
-def sinkhorn(cost: torch.Tensor, a=None, b=None, reg: float = 1.0, **kwargs) -> SinkhornResult:
+def _as_float(x: torch.Tensor) -> torch.Tensor:
+    x = torch.as_tensor(x).detach()
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def sinkhorn(cost: torch.Tensor, a=None, b=None, reg: float = 1.0, *, reg_m=None, **kwargs) -> SinkhornResult:
     """POT's convention: ``argmin <Q, cost> - reg * H(Q)`` s.t. ``Q 1 = a, Q^T 1 = b``, as
-    ``ot.sinkhorn(a, b, cost, reg, method="sinkhorn_log")``. ``cost`` is ``(*B, N, K)``; see :func:`sinkhorn_log`
-    for the other arguments."""
-    if reg <= 0:
+    ``ot.sinkhorn(a, b, cost, reg, method="sinkhorn_log")``; with ``reg_m``, the plan of
+    ``ot.sinkhorn_unbalanced(a, b, cost, reg, reg_m)`` (KL-relaxed marginals, ``reg_m`` in the cost's units).
+    ``cost`` is ``(*B, N, K)``; see :func:`sinkhorn_log` for the other arguments."""
+    if not reg > 0:
         raise ValueError(f"reg must be > 0, got {reg}")
-    cost = torch.as_tensor(cost)
-    if cost.dtype not in (torch.float32, torch.float64):
-        cost = cost.float()
-    return sinkhorn_log(cost.detach() * (-1.0 / reg), a, b, **kwargs)
+    cost = _as_float(cost)
+    return sinkhorn_log(cost * (-1.0 / reg), a, b, reg_m=_scale_reg_m(reg_m, 1.0 / reg), **kwargs)
 
 
 def _log_probs(probs: torch.Tensor, log_input: bool) -> torch.Tensor:
-    probs = torch.as_tensor(probs).detach()
-    if probs.dtype not in (torch.float32, torch.float64):
-        probs = probs.float()
+    probs = _as_float(probs)
     if log_input:
+        if bool(torch.isnan(probs).any()) or bool((probs == math.inf).any()):
+            raise ValueError(f"log-probabilities contain NaN or +inf at {_first_bad(~(probs < math.inf))}")
         return probs
+    bad = ~(probs >= 0) | (probs == math.inf)  # negative, NaN or inf
+    if bool(bad.any()):
+        raise ValueError(f"probabilities must be finite and >= 0 (log-probabilities or logits? pass log_input=True "
+                         f"for log-probabilities), got {_first_bad(bad)}")
+    if probs.numel() and bool((probs.amax(-1) <= 0).any()):
+        raise ValueError(f"probability rows without a positive entry (they cannot carry mass) at "
+                         f"{_first_bad(probs.amax(-1) <= 0)}")
     # exact zeros (softmax underflow) become the smallest normal number: lam * log(tiny) is ~ -2200 in float32
     return probs.clamp(min=torch.finfo(probs.dtype).tiny).log()
 
 
 def sinkhorn_power(probs: torch.Tensor, lam: float = 25.0, a=None, b=None, *, log_input: bool = False,
-                   **kwargs) -> SinkhornResult:
+                   reg_m=None, **kwargs) -> SinkhornResult:
     """The OTLA / DOTLA form ``Q = diag(u) P^lam diag(v)`` (Eq. 3 of DOTLA), computed as ``log K = lam * log P``.
 
     Args:
-        probs: ``(*B, N, K)`` probabilities ``P`` (e.g. softmax predictions), or log-probabilities with
-            ``log_input=True`` (preferred when available: ``log_softmax`` keeps the tails that softmax rounds to 0).
+        probs: ``(*B, N, K)`` probabilities ``P`` (e.g. softmax predictions; finite and ``>= 0``), or
+            log-probabilities with ``log_input=True`` (preferred when available: ``log_softmax`` keeps the tails
+            that softmax rounds to 0).
         lam: the power ``lambda`` (``reg = 1 / lam``).
+        reg_m: KL relaxation of the marginals in the units of the cost ``-log P`` (POT's
+            ``ot.sinkhorn_unbalanced(a, b, -log P, 1 / lam, reg_m)``); ``None``: exact marginals.
         a, b, kwargs: as in :func:`sinkhorn_log`.
     """
-    if lam <= 0:
+    if not lam > 0:
         raise ValueError(f"lam must be > 0, got {lam}")
-    return sinkhorn_log(_log_probs(probs, log_input) * float(lam), a, b, **kwargs)
+    return sinkhorn_log(_log_probs(probs, log_input) * float(lam), a, b, reg_m=_scale_reg_m(reg_m, float(lam)),
+                        **kwargs)
 
 
 def assign_labels_by_sinkhorn(
@@ -629,6 +811,7 @@ def assign_labels_by_sinkhorn(
     *,
     sample_marginals=None,
     log_input: bool = False,
+    reg_m=None,
     **kwargs,
 ) -> tuple[torch.Tensor, SinkhornResult]:
     """Transport ``N`` samples onto ``K`` classes and read the labels off the plan rows (DOTLA Eq. 3, OTLA).
@@ -636,16 +819,18 @@ def assign_labels_by_sinkhorn(
     Solves ``min_Q <Q, -log P> + KL(Q || a b^T) / lam`` with ``Q 1 = a`` (default uniform ``1/N``: each sample gets
     exactly one label) and ``Q^T 1 = b`` (default uniform ``1/K``: the samples are split equally among the
     classes), i.e. ``Q = diag(u) P^lam diag(v)``, and returns ``y_i = argmax_j Q_ij = argmax_j (log P_ij +
-    log v_j / lam)``.
+    log v_j / lam)``. With ``reg_m`` the two constraints become penalties ``reg_m * KL(Q 1 || a)`` and
+    ``reg_m * KL(Q^T 1 || b)`` (a large class may then keep more than ``b`` of the samples).
 
     Args:
         probs: ``(N, K)`` (or ``(*B, N, K)``) class probabilities of the samples (softmax of the other modality's
-            classifier), or log-probabilities with ``log_input=True``.
+            classifier; finite and ``>= 0``), or log-probabilities with ``log_input=True``.
         lam: ``lambda`` of Eq. 3 (25 in DOTLA, OTLA and MULT).
         class_marginals: ``(K,)`` (or ``(*B, K)``) positive class weights, e.g. cluster sizes; normalised here
             to sum to 1. ``None`` = uniform.
         sample_marginals: ``(N,)`` positive sample weights, normalised here; ``None`` = uniform.
         log_input: ``probs`` holds log-probabilities.
+        reg_m: KL relaxation of the marginals, as in :func:`sinkhorn_power`; ``None``: exact marginals.
         kwargs: passed to :func:`sinkhorn_log` (``tol``, ``max_iter``, ``stop_rule``, ``method``, ...).
 
     Returns:
@@ -655,7 +840,7 @@ def assign_labels_by_sinkhorn(
     log_p = _log_probs(probs, log_input)
     b = None if class_marginals is None else _normalise(class_marginals, log_p)
     a = None if sample_marginals is None else _normalise(sample_marginals, log_p)
-    result = sinkhorn_power(log_p, lam, a, b, log_input=True, **kwargs)
+    result = sinkhorn_power(log_p, lam, a, b, log_input=True, reg_m=reg_m, **kwargs)
     return result.row_argmax(), result
 
 

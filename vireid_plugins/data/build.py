@@ -3,12 +3,13 @@
 Call contract:
 
 * ``build_vireid_dataset(cfg, name, **overrides)`` -> a registered dataset (``DATASET_REGISTRY``) read
-  from ``cfg.DATASETS.ROOT`` with its ``from_config`` keyword arguments.
-* ``build_vireid_train_loader(cfg, items=None, labels=None, epoch=0, sampler_name=None)`` -> an infinite
-  fast-reid loader (``DataLoaderX``) over ``items`` (default: the train items of ``cfg.DATASETS.NAMES``) with
-  per-modality transforms, optional per-item ``labels`` (pseudo-labels, ``-1`` = unused) and the sampler
-  named by ``sampler_name`` or ``DATALOADER.SAMPLER_TRAIN``, seeded by ``cfg.SEED`` and ``epoch``; ``pairing``
-  overrides ``DATALOADER.DUAL_PAIRING`` (how labels pair across modalities, see the dual-modality sampler).
+  from ``cfg.DATASETS.ROOT`` with its ``from_config`` keyword arguments; with ``DATASETS.VERIFY_IMAGES`` every
+  image is decoded first and all unreadable files are reported at once (:mod:`.verify`).
+* ``build_vireid_train_loader(cfg, targets=None, epoch=0, sampler_name=None)`` -> an infinite fast-reid loader
+  (``DataLoaderX``) over the train set of ``targets`` (a :class:`~vireid_plugins.data.targets.TrainTargets`;
+  default: the identities of ``cfg.DATASETS.NAMES``' train items) with per-modality transforms and the sampler
+  named by ``sampler_name`` or ``DATALOADER.SAMPLER_TRAIN`` (pairing ``targets.pairing``), seeded by
+  ``cfg.SEED`` and ``epoch``.
 * ``build_vireid_test_loader(cfg, items)`` -> a finite loader over ``items`` in order, sharded by rank.
 """
 import logging
@@ -18,10 +19,12 @@ from fastreid.data.build import build_reid_test_loader, build_reid_train_loader
 from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.utils import comm
 
-from .common import VIReIDDataset
+from .common import VIReIDDataset, VIReIDTrainSet
 from .datasets.bases import INFRARED, VISIBLE, Item
 from .samplers import build_train_sampler
+from .targets import TrainTargets
 from .transforms import build_vireid_transforms
+from .verify import verify_dataset_images
 
 __all__ = ["build_vireid_dataset", "train_items", "with_pseudo_infrared", "build_vireid_train_loader",
            "build_vireid_test_loader"]
@@ -35,7 +38,10 @@ def build_vireid_dataset(cfg, name: str, **overrides):
     cls = DATASET_REGISTRY.get(name)
     kwargs = cls.from_config(cfg) if hasattr(cls, "from_config") else {}
     kwargs.update(overrides)
-    return cls(root=cfg.DATASETS.ROOT, **kwargs)
+    dataset = cls(root=cfg.DATASETS.ROOT, **kwargs)
+    if cfg.DATASETS.VERIFY_IMAGES:
+        verify_dataset_images(dataset, name, max(1, cfg.DATALOADER.NUM_WORKERS))
+    return dataset
 
 
 def _as_vireid_items(name: str, train) -> List[Item]:
@@ -91,15 +97,14 @@ def train_items(cfg) -> List[Item]:
     return items
 
 
-def build_vireid_train_loader(cfg, items: Optional[Sequence[Item]] = None, labels: Optional[Sequence[int]] = None,
-                              epoch: int = 0, sampler_name: Optional[str] = None, pairing: Optional[str] = None):
-    items = train_items(cfg) if items is None else items
-    # pids are relabelled to 0..C-1; given labels (per-modality pseudo-labels) are used as they are
-    dataset = VIReIDDataset(items, build_vireid_transforms(cfg, is_train=True), labels=labels,
-                            relabel=labels is None)
-    sampler = build_train_sampler(cfg, dataset, epoch, sampler_name, **({"pairing": pairing} if pairing else {}))
-    logger.info(f"Train loader: {len(dataset)} images, {dataset.num_classes} labels, "
-                f"sampler {type(sampler).__name__}")
+def build_vireid_train_loader(cfg, targets: Optional[TrainTargets] = None, epoch: int = 0,
+                              sampler_name: Optional[str] = None):
+    if targets is None:
+        targets = TrainTargets.from_identities(train_items(cfg), cfg.DATALOADER.DUAL_PAIRING)
+    dataset = VIReIDTrainSet(targets, build_vireid_transforms(cfg, is_train=True))
+    sampler = build_train_sampler(cfg, dataset, epoch, sampler_name, pairing=targets.pairing)
+    logger.info(f"Train loader: {len(dataset)} samples of {len(targets.items)} images, branches "
+                f"{list(targets.branches)}, {dataset.num_classes} labels, sampler {type(sampler).__name__}")
     return build_reid_train_loader(train_set=dataset, sampler=sampler, total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
                                    num_workers=cfg.DATALOADER.NUM_WORKERS)
 

@@ -1,8 +1,8 @@
-"""Synthetic visible-infrared person re-identification data in the official SYSU-MM01 and RegDB layouts.
+"""Synthetic visible-infrared person re-identification data in the official SYSU-MM01, RegDB and LLCM layouts.
 
 The real datasets cannot be downloaded everywhere, so tests, the demo and throughput benchmarks use this
 generator. It writes byte-for-byte deterministic files in exactly the folder layouts the dataset loaders
-read (see :func:`write_sysu` and :func:`write_regdb`).
+read (see :func:`write_sysu`, :func:`write_regdb` and :func:`write_llcm`).
 
 Generative model
 ----------------
@@ -118,11 +118,13 @@ __all__ = [
     "sample_camera",
     "sample_identity",
     "sample_pose",
+    "plan_llcm",
+    "write_llcm",
     "write_regdb",
     "write_sysu",
 ]
 
-LAYOUTS = ("sysu", "regdb")
+LAYOUTS = ("sysu", "regdb", "llcm")
 JPEG_QUALITY = 90
 META_FILE = "synthetic_meta.json"
 FORMAT_VERSION = 1
@@ -138,13 +140,15 @@ CAMERAS: dict[str, dict[int, tuple[str, bool]]] = {
         6: ("infrared", False),
     },
     "regdb": {1: ("visible", False), 2: ("infrared", False)},
+    # LLCM: cameras 1..9 record visible images (style key k) and near-infrared ones (style key 10 + k).
+    "llcm": {**{k: ("visible", k <= 3) for k in range(1, 10)}, **{10 + k: ("infrared", k <= 3) for k in range(1, 10)}},
 }
 
 # Materials of the label map; palette row of (material, pattern phase) is ``2 * material + phase``.
 BACKGROUND, SKIN, HAIR, UPPER, LOWER, SHOES, HAT, BAG, OCCLUDER = range(9)
 N_MATERIALS = 8  # OCCLUDER is painted per image, not part of an identity's palette
 
-_LAYOUT_CODE = {"sysu": 1, "regdb": 2}
+_LAYOUT_CODE = {"sysu": 1, "regdb": 2, "llcm": 3}
 # Independent random streams: identity appearance, camera style, per-image pose (RegDB: shared by a
 # visible/thermal pair), per-image rendering, id splits, per-id layout (SYSU cameras, RegDB file names).
 _STREAM_IDENTITY, _STREAM_CAMERA, _STREAM_POSE, _STREAM_IMAGE, _STREAM_SPLIT, _STREAM_ID_LAYOUT = range(1, 7)
@@ -257,6 +261,17 @@ PRESETS: dict[str, dict[str, SyntheticParams]] = {
 }
 
 
+# LLCM (:func:`plan_llcm`): ``ids`` train ids, ``test_ids`` test ids; an id appears in each of the 9 cameras with
+# probability ``vis_cam_prob`` (visible) / ``ir_cam_prob`` (infrared), ``vis_per_cam`` / ``ir_per_cam`` images each.
+PRESETS["tiny"]["llcm"] = SyntheticParams(ids=8, test_ids=4, height=64, width=32, vis_per_cam=2, ir_per_cam=2,
+                                          vis_cam_prob=0.3, ir_cam_prob=0.3)
+PRESETS["demo"]["llcm"] = SyntheticParams(ids=64, test_ids=32, height=128, width=64, vis_per_cam=3, ir_per_cam=3,
+                                          vis_cam_prob=0.35, ir_cam_prob=0.35)
+# Real-set scale: 713 train + 351 test ids, about 46k images.
+PRESETS["sysu-scale"]["llcm"] = SyntheticParams(ids=713, test_ids=351, height=288, width=144, vis_per_cam=7,
+                                                ir_per_cam=7, vis_cam_prob=0.35, ir_cam_prob=0.35)
+
+
 def resolve_params(layout: str, preset: str, **overrides) -> SyntheticParams:
     """The ``preset`` parameters for ``layout`` with every non-``None`` override applied and validated."""
     if layout not in LAYOUTS:
@@ -268,6 +283,8 @@ def resolve_params(layout: str, preset: str, **overrides) -> SyntheticParams:
     if unknown:
         raise TypeError(f"unknown parameter(s) {sorted(unknown)}; expected some of {sorted(known)}")
     overrides = {name: value for name, value in overrides.items() if value is not None}
+    if layout not in PRESETS[preset]:
+        raise ValueError(f"preset {preset!r} has no {layout} parameters; it has {sorted(PRESETS[preset])}")
     params = dataclasses.replace(PRESETS[preset][layout], **overrides)
     params.validate(layout)
     return params
@@ -835,7 +852,58 @@ def plan_regdb(params: SyntheticParams, seed: int) -> DatasetPlan:
     return DatasetPlan(jobs, text_files, ["Visible", "Thermal", "idx"], counts)
 
 
-_PLANNERS: dict[str, Callable[[SyntheticParams, int], DatasetPlan]] = {"sysu": plan_sysu, "regdb": plan_regdb}
+LLCM_INFRARED_CAMS = (1, 2, 4, 5, 6, 7, 8, 9)  # no near-infrared camera 3, as in the official test split
+
+
+def _llcm_cameras(rng: np.random.Generator, params: SyntheticParams, is_test: bool) -> tuple[list[int], list[int]]:
+    """Visible and infrared cameras of an id: at least one of each, two for a test id (so that every query has
+    a match from another camera, the only ones LLCM's protocol keeps)."""
+    need = 2 if is_test else 1
+    cams = []
+    for choices, prob in ((range(1, 10), params.vis_cam_prob), (LLCM_INFRARED_CAMS, params.ir_cam_prob)):
+        picked = [cam for cam in choices if rng.random() < prob]
+        missing = [cam for cam in choices if cam not in picked]
+        picked += [int(cam) for cam in rng.choice(missing, max(0, need - len(picked)), replace=False)]
+        cams.append(sorted(picked))
+    return cams[0], cams[1]
+
+
+def plan_llcm(params: SyntheticParams, seed: int) -> DatasetPlan:
+    """LLCM: train images ``{vis,nir}/<pid:04d>/<name>`` listed in ``idx/train_{vis,nir}.txt`` (``<path> <label>``,
+    labels 0..N-1 shared by both modalities), ``idx/test_id.txt`` (one CSV line) and test images
+    ``test_{vis,nir}/cam<k>/<pid:04d>/<name>``; names ``<pid:04d>_c<cam:02d>_s<seq:06d>_f<frame:04d>_<vis|nir>.jpg``."""
+    pids = list(range(1, params.ids + params.test_ids + 1))
+    test, train = _split_ids(_rng(seed, "llcm", _STREAM_SPLIT), pids, [params.test_ids])
+    label = {pid: i for i, pid in enumerate(train)}
+    lines = {"vis": [], "nir": []}
+    jobs = {pid: [] for pid in pids}
+    images = {split: {"visible": 0, "infrared": 0} for split in ("train", "test")}
+    for pid in pids:
+        rng = _rng(seed, "llcm", _STREAM_ID_LAYOUT, pid)
+        split = "train" if pid in label else "test"
+        for tag, modality, key_offset, n, cams in zip(("vis", "nir"), ("visible", "infrared"), (0, 10),
+                                                      (params.vis_per_cam, params.ir_per_cam),
+                                                      _llcm_cameras(rng, params, split == "test")):
+            for cam in cams:
+                seq, first = int(rng.integers(0, 240000)), int(rng.integers(0, 5000))
+                for i in range(n):
+                    name = f"{pid:04d}_c{cam:02d}_s{seq:06d}_f{first + 7 * i:04d}_{tag}.jpg"
+                    folder = f"{tag}/{pid:04d}" if split == "train" else f"test_{tag}/cam{cam}/{pid:04d}"
+                    jobs[pid].append(ImageJob(f"{folder}/{name}", key_offset + cam, i, key_offset + cam))
+                    if split == "train":
+                        lines[tag].append(f"{folder}/{name} {label[pid]}")
+                images[split][modality] += n
+    text_files = {f"idx/train_{tag}.txt": "\n".join(lines[tag]) + "\n" for tag in lines}
+    text_files["idx/test_id.txt"] = ",".join(map(str, test)) + "\n"
+    dirs = ["vis", "nir", "idx"] + [f"test_vis/cam{k}" for k in range(1, 10)]
+    dirs += [f"test_nir/cam{k}" for k in LLCM_INFRARED_CAMS]
+    counts = {"ids": {"train": len(train), "test": len(test)}, "images": images,
+              "total_images": sum(n for split in images.values() for n in split.values())}
+    return DatasetPlan(jobs, text_files, dirs, counts)
+
+
+_PLANNERS: dict[str, Callable[[SyntheticParams, int], DatasetPlan]] = {"sysu": plan_sysu, "regdb": plan_regdb,
+                                                                        "llcm": plan_llcm}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -955,3 +1023,8 @@ def write_sysu(out: str | os.PathLike, **kwargs) -> dict:
 def write_regdb(out: str | os.PathLike, **kwargs) -> dict:
     """:func:`generate` with ``layout="regdb"``."""
     return generate("regdb", out, **kwargs)
+
+
+def write_llcm(out: str | os.PathLike, **kwargs) -> dict:
+    """:func:`generate` with ``layout="llcm"``."""
+    return generate("llcm", out, **kwargs)

@@ -9,8 +9,9 @@ from fastreid.engine import default_argument_parser, default_setup
 from fastreid.utils import comm
 
 from ..config import add_vireid_config
+from .validation import validate_config
 
-__all__ = ["vireid_argument_parser", "default_vireid_setup", "check_weights_exist", "seed_everything"]
+__all__ = ["vireid_argument_parser", "default_vireid_setup", "check_device", "check_weights_exist", "seed_everything"]
 
 
 def vireid_argument_parser():
@@ -37,14 +38,24 @@ def check_weights_exist(cfg) -> None:
                                 "checkpoint .pth; the synthetic demos make theirs with `make source-pretrain`)")
 
 
+def check_device(cfg) -> None:
+    """Fail early, naming the key, when ``MODEL.DEVICE`` asks for CUDA on a machine without it."""
+    if str(cfg.MODEL.DEVICE).startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"MODEL.DEVICE={cfg.MODEL.DEVICE!r}, but no CUDA device is available on this machine; "
+                           "add MODEL.DEVICE cpu to the command line (or the config)")
+
+
 def default_vireid_setup(args):
-    """Config (fast-reid defaults + vireid keys + file + opts), logging, output dir, then seeding."""
+    """Config (fast-reid defaults + vireid keys + file + opts), validated (:func:`.validation.validate_config`)
+    before anything else, then logging, output dir and seeding."""
     cfg = get_cfg()
     add_vireid_config(cfg)
     if args.config_file:
         cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.freeze()
+    validate_config(cfg, comm.get_world_size())
+    check_device(cfg)
     check_weights_exist(cfg)
     default_setup(cfg, args)  # logging, config dump; it also seeds at random, which seed_everything overrides
     seed_everything(cfg.SEED, comm.get_rank())

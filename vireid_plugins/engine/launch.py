@@ -3,7 +3,11 @@
 fast-reid's ``launch`` asserts CUDA and hard-codes NCCL. This one spawns ``num_processes_per_machine``
 workers with NCCL on GPUs (one device each) or gloo on the CPU (useful for testing distributed code paths,
 e.g. that every rank receives the same pseudo-labels), sets up fast-reid's local process group, then calls
-``main_func(*args)`` in each.
+``main_func(*args)`` in each. ``vireid_plugins.compat`` makes fast-reid's own ``launch`` spawn this worker too.
+
+A spawned worker starts its data-loader processes with the platform's default method (``fork`` on Linux), as a
+single-process run does, not with ``spawn`` inherited from ``launch``: a spawned data-loader process would unpickle
+fast-reid's datasets before anything applied the compatibility shims, and re-import everything for each loader.
 """
 import logging
 
@@ -29,6 +33,7 @@ def launch(main_func, num_processes_per_machine, num_machines=1, machine_rank=0,
 
 
 def _worker(local_rank, main_func, world_size, num_per_machine, machine_rank, dist_url, args):
+    mp.set_start_method(None, force=True)  # the platform's default for data-loader processes (see module docstring)
     use_cuda = torch.cuda.is_available()
     if use_cuda and num_per_machine > torch.cuda.device_count():
         raise ValueError(f"{num_per_machine} processes per machine but only {torch.cuda.device_count()} GPUs")

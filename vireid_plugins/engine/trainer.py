@@ -2,15 +2,20 @@
 
 :class:`VIReIDTrainer` is a ``DefaultTrainer`` whose parts come from this package:
 
+* what an epoch trains on is one :class:`~vireid_plugins.data.targets.TrainTargets` (``trainer.targets``): the
+  dataset's identities (supervised), or, with ``PSEUDO.ENABLED``, per-modality pseudo-labels from
+  :class:`~.pseudo_labels.PseudoLabelHook` (the true pids are never used for training) transformed by the
+  association hooks named in ``PSEUDO.ASSOCIATION`` (:mod:`.build`); every change goes through
+  :meth:`VIReIDTrainer.set_targets`, which also hands the targets to the model's criterion;
 * the train loader is :func:`~vireid_plugins.data.build_vireid_train_loader` (per-modality transforms,
-  ``DATALOADER.SAMPLER_TRAIN``), rebuilt before every epoch on the current labels and reseeded from
-  ``(SEED, epoch)`` (:class:`~.hooks.EpochLoaderHook`), and ``DATALOADER.ITERS_PER_EPOCH`` sets the epoch
-  length (fast-reid fixes it to ``len(train set) // IMS_PER_BATCH``);
-* with ``PSEUDO.ENABLED`` the labels are per-modality pseudo-labels from :class:`~.pseudo_labels.PseudoLabelHook`
-  (the true pids are never used for training);
-* the optimizer is built with ``contiguous=False``: fast-reid's ``ContiguousParams`` never updates a weight
-  on torch >= 2 (fastreid-notes §0);
-* evaluators are the cross-modality protocols of the test datasets, printed as SYSU/RegDB tables;
+  ``DATALOADER.SAMPLER_TRAIN``: ours or fast-reid's by name), rebuilt before every epoch on ``trainer.targets`` and
+  reseeded from ``(SEED, epoch)`` (:class:`~.hooks.EpochLoaderHook`), and ``DATALOADER.ITERS_PER_EPOCH`` sets the
+  epoch length (fast-reid fixes it to ``len(train set) // IMS_PER_BATCH``);
+* the optimizer is built with ``contiguous=False``: resizable classifiers and memories replace a parameter's data,
+  which fast-reid's flat ``ContiguousParams`` buffers cannot follow;
+* evaluators are the test datasets' protocols (:func:`~vireid_plugins.evaluation.build_vireid_evaluator`: the
+  cross-modality ones, fast-reid's ``ReidEvaluator`` for single-modality datasets), printed as one table per dataset;
+  ``TEST.EVAL_PERIOD 0`` evaluates nothing during or after training (:class:`~.hooks.TestSafeEvalHook`);
 * ``model_best.pth`` is chosen by the test metric only when ``TEST.SELECT_ON_TEST`` is set;
 * checkpoints load tensors whose size follows the cluster count (:class:`~.checkpoint.VIReIDCheckpointer`).
 """
@@ -18,6 +23,7 @@ import logging
 import os
 from collections import OrderedDict
 
+import torch
 from fastreid.engine import DefaultTrainer, hooks
 from fastreid.engine.train_loop import AMPTrainer, SimpleTrainer, TrainerBase
 from fastreid.evaluation import inference_on_dataset
@@ -25,11 +31,14 @@ from fastreid.solver import build_optimizer
 from fastreid.utils import comm
 from torch.nn.parallel import DistributedDataParallel
 
-from ..data import build_vireid_train_loader, train_items
+from ..data import LabelSpace, TrainTargets, build_vireid_train_loader, train_items
 from ..evaluation import build_vireid_evaluator, format_results_table
+from .build import build_association_hooks
 from .checkpoint import VIReIDCheckpointer
-from .dotla import DOTLAHook
-from .hooks import EpochLoaderHook, SelectionAwareCheckpointer, TestSafeEvalHook
+from .comm_utils import unwrap
+from .hooks import EpochLoaderHook, MemoryFlushHook, SelectionAwareCheckpointer, TestSafeEvalHook
+from .label_history import LabelHistory
+from .optim import forget_stale_optimizer_state
 from .pseudo_labels import PseudoLabelHook
 
 __all__ = ["VIReIDTrainer"]
@@ -44,10 +53,9 @@ class VIReIDTrainer(DefaultTrainer):
             os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
         self.cfg = cfg
         self.items = train_items(cfg)  # every training image
-        self.train_items = self.items  # what the next epoch trains on (hooks may change both)
-        self.train_labels = None  # per-item training labels; None = the dataset's pids
-        self.train_pairing = None  # how train_labels pair across modalities; None = DATALOADER.DUAL_PAIRING
-        data_loader = self.build_epoch_loader(self.train_items, None, 0)
+        self.label_history = LabelHistory()
+        self.targets = self.initial_targets(cfg, self.items)  # what the next epoch trains on (set_targets)
+        data_loader = self.build_epoch_loader(self.targets, 0)
         cfg = self.auto_scale_hyperparams(cfg, data_loader.dataset.num_classes)
         model = self.build_model(cfg)
         optimizer, param_wrapper = self.build_optimizer(cfg, model)
@@ -59,7 +67,8 @@ class VIReIDTrainer(DefaultTrainer):
         self.iters_per_epoch = self.epoch_length(cfg, data_loader)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer, self.iters_per_epoch)
         self.checkpointer = VIReIDCheckpointer(model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process(),
-                                         optimizer=optimizer, **self.scheduler)
+                                               partial=cfg.MODEL.WEIGHTS_PARTIAL, optimizer=optimizer,
+                                               **self.scheduler)
         self.start_epoch = 0
         self.max_epoch = cfg.SOLVER.MAX_EPOCH
         self.max_iter = self.max_epoch * self.iters_per_epoch
@@ -89,12 +98,34 @@ class VIReIDTrainer(DefaultTrainer):
     def build_train_loader(cls, cfg):
         return build_vireid_train_loader(cfg)
 
-    def build_epoch_loader(self, items, labels, epoch: int, pairing=None):
-        """Train loader of one epoch. Before the first pseudo-labels exist (``labels`` is None under
-        ``PSEUDO.ENABLED``) it is a placeholder that no step draws from."""
-        if self.cfg.PSEUDO.ENABLED and labels is None:
-            return build_vireid_train_loader(self.cfg, items, [-1] * len(items), epoch, "RandomSampler")
-        return build_vireid_train_loader(self.cfg, items, labels, epoch, pairing=pairing)
+    @staticmethod
+    def initial_targets(cfg, items) -> TrainTargets:
+        """The dataset's identities; with ``PSEUDO.ENABLED``, a placeholder until the first pseudo-labels."""
+        if not cfg.PSEUDO.ENABLED:
+            return TrainTargets.from_identities(items, cfg.DATALOADER.DUAL_PAIRING)
+        unlabelled = LabelSpace(torch.zeros(len(items), dtype=torch.long), 1)
+        return TrainTargets(items, {"unlabelled": unlabelled}, ("unlabelled",))
+
+    def build_epoch_loader(self, targets: TrainTargets, epoch: int):
+        """Train loader of one epoch. Before the first pseudo-labels exist it is a placeholder (plain shuffling of
+        every image) that no step draws from."""
+        sampler = "RandomSampler" if targets.branches == ("unlabelled",) else None
+        return build_vireid_train_loader(self.cfg, targets, epoch, sampler)
+
+    def set_targets(self, targets: TrainTargets, features=None):
+        """Install the epoch's targets: the next loader is built on them, and the model's criterion receives them
+        (with ``features`` of every item when the label spaces were rebuilt, see the criterion contract). Called
+        on every rank by the label hooks."""
+        self.targets = targets
+        model = unwrap(self.model)
+        criterion = getattr(model, "criterion", None)
+        if criterion is None:
+            return
+        if features is not None:
+            features = features.to(next(model.parameters()).device)
+        criterion.set_targets(targets, features)
+        if features is not None:
+            forget_stale_optimizer_state(self.optimizer)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_dir=None):
@@ -113,13 +144,7 @@ class VIReIDTrainer(DefaultTrainer):
         for hook in super().build_hooks():
             if isinstance(hook, hooks.LRScheduler):
                 ret.append(hook)
-                if self.cfg.PSEUDO.ENABLED:
-                    self.pseudo_label_hook = PseudoLabelHook(self.cfg, self.items)
-                    self.checkpointer.checkpointables["pseudo_labels"] = self.pseudo_label_hook
-                    ret.append(self.pseudo_label_hook)
-                if self.cfg.DOTLA.ENABLED:
-                    ret.append(DOTLAHook(self.cfg, self.items))
-                ret.append(EpochLoaderHook(self.build_epoch_loader))
+                ret.extend(self.build_label_hooks())
                 continue
             if isinstance(hook, hooks.EvalHook):
                 hook = TestSafeEvalHook(self.cfg.TEST.EVAL_PERIOD, hook._func, self.cfg.TEST.EVAL_AT_START)
@@ -128,6 +153,17 @@ class VIReIDTrainer(DefaultTrainer):
                                                   self.cfg.TEST.SELECT_ON_TEST)
             ret.append(hook)
         return ret
+
+    def build_label_hooks(self):
+        """Pseudo-labels -> association hooks (``PSEUDO.ASSOCIATION``) -> the epoch's loader (see :mod:`.build`)."""
+        ret = []
+        if self.cfg.PSEUDO.ENABLED:
+            self.pseudo_label_hook = PseudoLabelHook(self.cfg, self.items)
+            self.checkpointer.checkpointables["pseudo_labels"] = self.pseudo_label_hook
+            ret.append(self.pseudo_label_hook)
+        ret.extend(build_association_hooks(self.cfg))
+        self.checkpointer.checkpointables["label_history"] = self.label_history
+        return ret + [EpochLoaderHook(self.build_epoch_loader), MemoryFlushHook()]
 
     # ---------------------------------------------------------------- loop
     def train(self):

@@ -13,9 +13,10 @@ import numpy as np
 import torch
 
 from ..data.datasets.bases import Item
+from ..modeling.features import image_features
 from .build import EVALUATOR_REGISTRY
 from .features import FeatureCollector
-from .rank import eval_cross_camera, eval_regdb, eval_sysu, summarize_trials
+from .rank import eval_cross_camera, eval_regdb, eval_sysu, llcm_removed, summarize_trials, sysu_removed
 
 __all__ = ["CrossModalityEvaluator", "SYSUEvaluator", "RegDBEvaluator"]
 
@@ -24,6 +25,8 @@ Run = Tuple[np.ndarray, np.ndarray]  # (query item indices, gallery item indices
 
 class CrossModalityEvaluator(FeatureCollector):
     """Extract every test item once, then evaluate ``runs = {mode: [(query_idx, gallery_idx), ...]}``."""
+
+    ranklist = None  # TEST.RANKLIST: called as ranklist(self, mode, trial, query, gallery, distmat) on each run
 
     def __init__(self, items: Sequence[Item], runs: Dict[str, List[Run]], max_rank: int = 20):
         super().__init__(len(items))
@@ -34,16 +37,23 @@ class CrossModalityEvaluator(FeatureCollector):
     def rank(self, distmat: np.ndarray, query: np.ndarray, gallery: np.ndarray):
         raise NotImplementedError
 
+    def removed(self, query: np.ndarray, gallery: np.ndarray):
+        """``(num_q, num_g)`` bool of the gallery items the protocol drops for each query; ``None``: none."""
+        return None
+
     def evaluate(self):
         feats = self.features()
         if feats is None:  # not the main process
             return None
+        feats = image_features(feats)  # per-token features are compared by their concatenation
         results = OrderedDict()
         for mode, runs in self.runs.items():
             scores = []
-            for query, gallery in runs:
+            for trial, (query, gallery) in enumerate(runs):
                 distmat = -(feats[torch.as_tensor(query)] @ feats[torch.as_tensor(gallery)].T).numpy()
                 scores.append(self.rank(distmat, query, gallery))
+                if self.ranklist is not None:
+                    self.ranklist(self, mode, trial, query, gallery, distmat)
             for key, value in summarize_trials(scores).items():
                 results[f"{mode}/{key}"] = value
         first = next(iter(self.runs))
@@ -84,10 +94,16 @@ class SYSUEvaluator(CrossModalityEvaluator):
         kept = [g_pids] + ([g_pids[g_cams != 2]] if (self.camids[query] == 3).any() else [])
         return min(len(np.unique(k)) for k in kept)
 
+    def _same_modality(self, query, gallery) -> bool:
+        """Within-modality runs (``DATASETS.SYSU.WITHIN_MODALITY``) use the Market-1501 same-camera rule."""
+        return np.union1d(self.modalities[query], self.modalities[gallery]).size == 1
+
+    def removed(self, query, gallery):
+        rule = llcm_removed if self._same_modality(query, gallery) else sysu_removed
+        return rule(self.pids[query], self.pids[gallery], self.camids[query], self.camids[gallery])
+
     def rank(self, distmat, query, gallery):
-        # within-modality runs (DATASETS.SYSU.WITHIN_MODALITY) use the Market-1501 same-camera rule
-        same_modality = np.union1d(self.modalities[query], self.modalities[gallery]).size == 1
-        metric = eval_cross_camera if same_modality else eval_sysu
+        metric = eval_cross_camera if self._same_modality(query, gallery) else eval_sysu
         return metric(distmat, self.pids[query], self.pids[gallery], self.camids[query], self.camids[gallery],
                       max_rank=self.max_rank)
 

@@ -1,7 +1,8 @@
 """Feature extraction through fast-reid's ``inference_on_dataset``.
 
 :class:`FeatureCollector` is a fast-reid ``DatasetEvaluator`` that keeps the model outputs with each item's
-``index`` and returns them, gathered over ranks, in dataset order and L2-normalised. Flip test is done by
+``index`` and returns them, gathered over ranks, in dataset order and L2-normalised over the last dimension
+(any trailing shape: ``(N, D)`` per image or ``(N, T, D)`` per token). Flip test is done by
 ``inference_on_dataset`` (our meta-architectures normalise images out of place, so the flipped view is
 correct) and features are averaged over the two views before normalisation, as the reference code does.
 """
@@ -19,7 +20,7 @@ logger = logging.getLogger("fastreid.vireid.features")
 
 
 class FeatureCollector(DatasetEvaluator):
-    """Collect ``(index, feature)`` pairs; :meth:`features` returns an ``N x D`` float32 CPU tensor.
+    """Collect ``(index, feature)`` pairs; :meth:`features` returns an ``(N, *F)`` float32 CPU tensor.
 
     Args:
         num_items: N, the dataset length (checked after gathering).
@@ -39,7 +40,8 @@ class FeatureCollector(DatasetEvaluator):
         self._feats.append(outputs.detach().float().cpu())
 
     def features(self):
-        """``N x D`` L2-normalised features in dataset order (``None`` on non-main ranks unless all_ranks)."""
+        """``(N, *F)`` features in dataset order, L2-normalised over the last dimension unless ``normalize`` is off
+        (``None`` on non-main ranks unless all_ranks)."""
         local = (torch.cat(self._indices), torch.cat(self._feats))
         if comm.get_world_size() > 1:
             parts = comm.all_gather(local) if self.all_ranks else comm.gather(local)
@@ -47,12 +49,12 @@ class FeatureCollector(DatasetEvaluator):
                 return None
             local = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
         indices, feats = local
-        out = feats.new_empty(self.num_items, feats.shape[1])
+        out = feats.new_empty(self.num_items, *feats.shape[1:])
         out[indices] = feats
         if torch.unique(indices).numel() != self.num_items:
             raise RuntimeError(f"FeatureCollector: got features for {torch.unique(indices).numel()} of "
                                f"{self.num_items} items")
-        return F.normalize(out, dim=1) if self.normalize else out
+        return F.normalize(out, dim=-1) if self.normalize else out
 
     def evaluate(self):
         return None
@@ -74,8 +76,8 @@ class _ProgressLoader:
 
 def extract_features(model, loader, flip: bool = True, all_ranks: bool = True, desc: str = "",
                      normalize: bool = True) -> torch.Tensor:
-    """``N x D`` (flip-averaged, by default L2-normalised) features of ``loader.dataset`` in order, with a
-    progress bar named ``desc`` when given."""
+    """``(N, D)`` or ``(N, T, D)`` (flip-averaged, by default L2-normalised over the last dimension) features of
+    ``loader.dataset`` in order, with a progress bar named ``desc`` when given."""
     collector = FeatureCollector(len(loader.dataset), all_ranks=all_ranks, normalize=normalize)
     inference_on_dataset(model, _ProgressLoader(loader, desc) if desc else loader, collector, flip_test=flip)
     return collector.features()

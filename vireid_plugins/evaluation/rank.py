@@ -1,4 +1,4 @@
-"""Official SYSU-MM01 and RegDB ranking metrics (CMC, mAP, mINP), vectorised.
+"""Official SYSU-MM01, RegDB and LLCM ranking metrics (CMC, mAP, mINP), vectorised.
 
 This is a re-implementation of ``eval_sysu`` / ``eval_regdb`` from the reference cross-modality
 code (mangye16/Cross-Modal-Re-ID-baseline ``eval_metrics.py``, copied verbatim by ADCA, PGM, GUR,
@@ -37,6 +37,10 @@ Quirks of the reference code, all reproduced:
 RegDB uses the standard CMC (no deduplication) and removes nothing (its removal rule can never
 fire); AP and INP are computed exactly as for SYSU.
 
+LLCM (``eval_llcm`` of ZYK100/LLCM, a copy of ``eval_sysu``) keeps quirks 2, 3 and 5 but replaces quirk 1:
+a query drops the gallery items of its own identity taken by its own camera (LLCM's 9 cameras have the same
+numbers in both modalities).
+
 :func:`eval_cross_camera` is the single-modality Market-1501 rule (fast-reid's ``eval_market1501``): a
 query drops the gallery items of its own identity *and* camera, so every match is found across cameras;
 standard CMC over the kept list. It measures within-modality retrieval (visible->visible,
@@ -73,7 +77,8 @@ from typing import Dict, NamedTuple, Sequence, Tuple
 import numpy as np
 import torch
 
-__all__ = ["eval_sysu", "eval_regdb", "eval_cross_camera", "summarize_trials"]
+__all__ = ["eval_sysu", "eval_llcm", "eval_regdb", "eval_cross_camera", "summarize_trials", "sysu_removed",
+           "llcm_removed"]
 
 Result = Tuple[np.ndarray, float, float]
 
@@ -103,12 +108,41 @@ def eval_sysu(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 20) -
         ``(cmc, mAP, mINP)``: cmc a float32 array of ``min(max_rank, num_g)`` values, mAP and mINP
         Python floats in [0, 1].
     """
+    return _eval_deduplicated(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, sysu_removed)
+
+
+def eval_llcm(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 20) -> Result:
+    """LLCM metrics with the official rules of ``eval_llcm`` (ZYK100/LLCM ``eval_metrics.py``).
+
+    Identical to :func:`eval_sysu` (deduplicated CMC over the valid queries, mAP and mINP on the full kept
+    list) except for the removal rule: a query drops the gallery items of its own identity *and* camera
+    (:func:`llcm_removed`; LLCM numbers its 9 cameras alike in both modalities, a camera records visible
+    images by day and near-infrared ones at night). Arguments and return value as :func:`eval_sysu`.
+    """
+    return _eval_deduplicated(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, llcm_removed)
+
+
+def sysu_removed(q_pids, g_pids, q_camids, g_camids) -> np.ndarray:
+    """(num_q, num_g) bool, True where SYSU-MM01's protocol drops the gallery item from the query's ranking:
+    a camera-3 query drops every camera-2 item, whatever its pid (quirk 1)."""
+    q_cam, g_cam = _QUERY_CAM_WITHOUT_GALLERY_CAM
+    q_camids, g_camids = _to_numpy(q_camids), _to_numpy(g_camids)
+    return (q_camids == q_cam)[:, None] & (g_camids == g_cam)[None, :]
+
+
+def llcm_removed(q_pids, g_pids, q_camids, g_camids) -> np.ndarray:
+    """(num_q, num_g) bool, True where LLCM's protocol drops the gallery item: same identity and same camera."""
+    q_pids, g_pids, q_camids, g_camids = (_to_numpy(x) for x in (q_pids, g_pids, q_camids, g_camids))
+    return (q_pids[:, None] == g_pids[None, :]) & (q_camids[:, None] == g_camids[None, :])
+
+
+def _eval_deduplicated(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, removal) -> Result:
+    """Shared body of :func:`eval_sysu` and :func:`eval_llcm`; ``removal(q_pids, g_pids, q_camids, g_camids)``
+    gives the (num_q, num_g) items each query drops."""
     dist, q_pids, g_pids, max_rank, (q_labels, g_labels, num_labels) = _prepare(distmat, q_pids, g_pids, max_rank)
     num_q, num_g = dist.shape
     q_camids, g_camids = _as_ids(q_camids, "q_camids", num_q), _as_ids(g_camids, "g_camids", num_g)
-    q_cam, g_cam = _QUERY_CAM_WITHOUT_GALLERY_CAM
-    removed = (q_camids == q_cam)[:, None] & (g_camids == g_cam)[None, :]  # quirk 1: pid not checked
-    scores, ranked = _tie_free_scores(dist, removed)
+    scores, ranked = _tie_free_scores(dist, removal(q_pids, g_pids, q_camids, g_camids))
     positives = _positive_scores(scores, q_labels, g_labels, num_labels)
     hits = _match_statistics(ranked, positives)
 

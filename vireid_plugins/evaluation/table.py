@@ -1,22 +1,43 @@
-"""Human-readable result tables."""
+"""Human-readable result tables.
+
+Results are flat dicts of percentages. The cross-modality evaluators give ``"<mode>/<metric>"`` keys (one row per
+search mode, with ``"<mode>/<metric>_std"`` over trials); fast-reid's ``ReidEvaluator`` (single-modality datasets)
+gives plain ``"<metric>"`` keys, shown as one row of mode ``-``. ``"metric"`` (the checkpoint-selection score) is
+not shown.
+"""
+import numbers
+
 from tabulate import tabulate
 
-__all__ = ["format_results_table", "format_comparison_table"]
+__all__ = ["format_results_table", "format_comparison_table", "split_modes"]
 
 _COLUMNS = ("Rank-1", "Rank-5", "Rank-10", "Rank-20", "mAP", "mINP")
+SINGLE_MODE = "-"  # the row of plain (mode-less) keys
+
+
+def split_modes(results) -> dict:
+    """``{mode: {metric: value}}`` of flat results; plain metric keys go under :data:`SINGLE_MODE`."""
+    modes = {}
+    for key, value in results.items():
+        mode, _, metric = key.rpartition("/")
+        if key == "metric" or not isinstance(value, numbers.Real):  # numpy scalars included
+            continue
+        modes.setdefault(mode or SINGLE_MODE, {})[metric] = value
+    return modes
+
+
+def _cell(metrics, col) -> str:
+    mean, std = metrics.get(col), metrics.get(f"{col}_std")
+    if mean is None:
+        return "-"
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
 
 
 def format_results_table(dataset_name: str, results) -> str:
-    """One row per search mode, ``mean ± std`` over trials (×100), from ``"<mode>/<metric>"`` keys."""
-    modes = list(dict.fromkeys(k.split("/")[0] for k in results if "/" in k))
-    rows = []
-    for mode in modes:
-        row = [dataset_name, mode]
-        for col in _COLUMNS:
-            mean, std = results.get(f"{mode}/{col}"), results.get(f"{mode}/{col}_std", 0.0)
-            row.append("-" if mean is None else f"{mean:.2f} ± {std:.2f}")
-        rows.append(row)
-    return tabulate(rows, headers=("dataset", "mode") + _COLUMNS, tablefmt="pipe")
+    """One row per search mode: ``mean ± std`` over trials (x100), or the single value of a one-split protocol."""
+    rows = [[dataset_name, mode] + [_cell(metrics, col) for col in _COLUMNS]
+            for mode, metrics in split_modes(results).items()]
+    return tabulate(rows, headers=("dataset", "mode") + _COLUMNS, tablefmt="pipe", disable_numparse=True)
 
 
 def _by_dataset(results):
@@ -30,11 +51,10 @@ def format_comparison_table(before, after) -> str:
     """Rank-1 / mAP / mINP per dataset and mode, before -> after (e.g. an untrained vs the trained model)."""
     rows = []
     for name, new in _by_dataset(after).items():
-        old = _by_dataset(before).get(name, {})
-        for mode in dict.fromkeys(k.split("/")[0] for k in new if "/" in k):
+        old = split_modes(_by_dataset(before).get(name, {}))
+        for mode, metrics in split_modes(new).items():
             row = [name, mode]
             for col in ("Rank-1", "mAP", "mINP"):
-                key = f"{mode}/{col}"
-                row.append(f"{old.get(key, float('nan')):.2f} -> {new[key]:.2f}")
+                row.append(f"{old.get(mode, {}).get(col, float('nan')):.2f} -> {metrics[col]:.2f}")
             rows.append(row)
-    return tabulate(rows, headers=("dataset", "mode", "Rank-1", "mAP", "mINP"), tablefmt="pipe")
+    return tabulate(rows, headers=("dataset", "mode", "Rank-1", "mAP", "mINP"), tablefmt="pipe", disable_numparse=True)

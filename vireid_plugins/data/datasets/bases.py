@@ -1,8 +1,9 @@
 """Common base of the visible-infrared datasets.
 
 Every item is a tuple ``(img_path, pid, camid, modality)`` of a ``str`` and three Python ``int``s;
-``modality`` is :data:`VISIBLE` (0) or :data:`INFRARED` (1). fast-reid's own ``CommDataset`` reads only
-``item[0:3]``; :class:`vireid_plugins.data.common.VIReIDDataset` also returns the modality.
+``modality`` is :data:`VISIBLE` (0) or :data:`INFRARED` (1). fast-reid's own ``CommDataset`` reads ``item[0:3]``
+(``vireid_plugins.compat`` adds the modality of such items to its batches);
+:class:`vireid_plugins.data.common.VIReIDDataset` returns it too.
 """
 import logging
 import os
@@ -12,15 +13,30 @@ from fastreid.data.datasets.bases import ImageDataset
 from tabulate import tabulate
 from termcolor import colored
 
-__all__ = ["VISIBLE", "INFRARED", "MODALITY_NAMES", "DatasetLayoutError", "VIReIDImageDataset", "Item"]
+__all__ = ["VISIBLE", "INFRARED", "MODALITY_NAMES", "IMAGE_EXTENSIONS", "MISSING_IDS_POLICIES", "DatasetLayoutError",
+           "VIReIDImageDataset", "Item", "is_image_file"]
 
 VISIBLE = 0
 INFRARED = 1
 MODALITY_NAMES = {VISIBLE: "visible", INFRARED: "infrared"}
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")  # files read as images (case-insensitive); others are ignored
+MISSING_IDS_POLICIES = ("error", "warn")  # DATASETS.MISSING_IDS
+_EXAMPLES = 5  # examples quoted in messages
 
 Item = Tuple[str, int, int, int]
 
 logger = logging.getLogger("fastreid.vireid.datasets")
+
+
+def is_image_file(name: str) -> bool:
+    """An image by its extension; hidden files (``._x.jpg`` of macOS, ``.DS_Store``) never are."""
+    base = os.path.basename(name)
+    return not base.startswith(".") and base.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def examples(values, n: int = _EXAMPLES) -> str:
+    values = list(values)
+    return ", ".join(map(str, values[:n])) + (f", ... ({len(values) - n} more)" if len(values) > n else "")
 
 
 class DatasetLayoutError(FileNotFoundError):
@@ -36,6 +52,28 @@ class VIReIDImageDataset(ImageDataset):
 
     dataset_name = "vireid"
     LAYOUT = ""  # human-readable description of the expected folder layout, used in errors
+
+    def _set_missing_policy(self, missing_ids: str):
+        if missing_ids not in MISSING_IDS_POLICIES:
+            raise ValueError(f"DATASETS.MISSING_IDS: expected one of {MISSING_IDS_POLICIES}, got {missing_ids!r}")
+        self.missing_ids = missing_ids
+
+    def _missing(self, path: str, problem: str):
+        """Ids/images a split file lists but the disk lacks: an error, or with ``DATASETS.MISSING_IDS "warn"`` a
+        WARNING (they are dropped)."""
+        if self.missing_ids == "error":
+            raise self._error(path, f"{problem} (set DATASETS.MISSING_IDS warn to drop them with a warning)")
+        logger.warning(f"{type(self).__name__}: {problem}: '{path}'. Dropped (DATASETS.MISSING_IDS warn)")
+
+    def _require_items(self, items: List[Item], split: str, path: str, why: str) -> List[Item]:
+        """Refuse an empty split, naming the file that made it empty."""
+        if not items:
+            raise self._error(path, f"the {split} split is empty: {why}")
+        return items
+
+    def all_items(self) -> List[Item]:
+        """Every image the dataset can use (train, query, gallery), e.g. to check that each one is readable."""
+        return list(self.train) + list(self.query) + list(self.gallery)
 
     # ---------------------------------------------------------------- layout checks
     def _error(self, path: str, problem: str) -> DatasetLayoutError:

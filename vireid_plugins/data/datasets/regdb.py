@@ -9,13 +9,18 @@ Protocol: each trial splits the 412 ids into 206 train / 206 test ids; a model i
 ``train_*_{t}`` and tested on ``test_*_{t}`` of the same trial ``t``. Visible->thermal uses the test
 visible images as queries and the test thermal images as gallery; thermal->visible swaps them.
 Camera ids are 1 (visible) and 2 (thermal), as in the reference ``eval_regdb``.
+
+Parsing is strict: every non-blank index line is ``<relative image path> <non-negative integer label>`` with an
+image extension (:data:`IMAGE_EXTENSIONS`), listed once; listed images that do not exist are an error (or, with
+``DATASETS.MISSING_IDS warn``, dropped with a warning giving the count); an empty split is an error naming its
+index file.
 """
 import os
 from typing import List
 
 from fastreid.data.datasets import DATASET_REGISTRY
 
-from .bases import INFRARED, VISIBLE, Item, VIReIDImageDataset
+from .bases import IMAGE_EXTENSIONS, INFRARED, VISIBLE, Item, VIReIDImageDataset, examples, is_image_file
 
 __all__ = ["RegDB", "REGDB_MODES"]
 
@@ -32,6 +37,7 @@ class RegDB(VIReIDImageDataset):
         root: folder holding ``RegDB/`` (or the dataset folder itself).
         trial: split 1..10.
         mode: ``"v2t"`` (visible queries, thermal gallery) or ``"t2v"``; sets :attr:`query`/:attr:`gallery`.
+        missing_ids: ``"error"`` (default) or ``"warn"``: listed images that do not exist (``DATASETS.MISSING_IDS``).
     """
 
     dataset_name = "regdb"
@@ -41,7 +47,8 @@ class RegDB(VIReIDImageDataset):
         "  RegDB/idx/{train,test}_{visible,thermal}_{1..10}.txt  (lines '<relative path> <label>')"
     )
 
-    def __init__(self, root="datasets", trial=1, mode="v2t", **kwargs):
+    def __init__(self, root="datasets", trial=1, mode="v2t", missing_ids="error", **kwargs):
+        self._set_missing_policy(missing_ids)
         self.dataset_dir = self._resolve_root(root, "RegDB", "idx")
         trial = int(trial)
         if not 1 <= trial <= 10:
@@ -57,7 +64,7 @@ class RegDB(VIReIDImageDataset):
 
     @classmethod
     def from_config(cls, cfg):
-        return {"trial": cfg.DATASETS.REGDB.TRIAL}
+        return {"trial": cfg.DATASETS.REGDB.TRIAL, "missing_ids": cfg.DATASETS.MISSING_IDS}
 
     def split(self, mode: str):
         """``(query, gallery)`` of a search mode."""
@@ -70,19 +77,29 @@ class RegDB(VIReIDImageDataset):
             os.path.join(self.dataset_dir, "idx", f"{split}_{_INDEX_NAME[modality]}_{self.trial}.txt"),
             "missing index file",
         )
-        items = []
+        items, seen = [], {}
         with open(path) as f:
             for line_no, line in enumerate(f, 1):
                 if not line.strip():
                     continue
                 parts = line.split()
-                if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-                    raise self._error(path, f"line {line_no} is {line.strip()!r}, not '<relative path> <label>'")
-                img_path = os.path.join(self.dataset_dir, parts[0])
-                items.append((img_path, int(parts[1]), _CAMID[modality], modality))
-        if not items:
-            raise self._error(path, "index file lists no image")
-        missing = [it[0] for it in items if not os.path.isfile(it[0])]
+                if len(parts) != 2 or not parts[1].isdigit():
+                    raise self._error(path, f"line {line_no} is {line.strip()[:80]!r}, not '<relative path> <label>' "
+                                            "(a non-negative integer label)")
+                if not is_image_file(parts[0]):
+                    raise self._error(path, f"line {line_no} lists {parts[0]!r}, not an image path (expected an "
+                                            f"extension of {'/'.join(IMAGE_EXTENSIONS)})")
+                if parts[0] in seen:
+                    raise self._error(path, f"line {line_no} lists {parts[0]!r} again (first on line {seen[parts[0]]})")
+                seen[parts[0]] = line_no
+                items.append((os.path.join(self.dataset_dir, parts[0]), int(parts[1]), _CAMID[modality], modality))
+        missing = [it for it in items if not os.path.isfile(it[0])]
         if missing:
-            raise self._error(missing[0], f"{len(missing)} image(s) listed in {path} do not exist, e.g.")
-        return items
+            lost = set(missing)
+            kept = [it for it in items if it not in lost]
+            gone = {it[1] for it in missing} - {it[1] for it in kept}
+            self._missing(path, f"{len(missing)} of the {len(items)} images listed do not exist ({len(gone)} label(s) "
+                                f"lose all their images), e.g. {examples([it[0] for it in missing], 3)}")
+            items = kept
+        return self._require_items(items, f"{split} {_INDEX_NAME[modality]}", path,
+                                   "the index file lists no image" if not seen else "none of its images exists")

@@ -1,8 +1,9 @@
 """P x K sampling from *each* modality in every batch.
 
 A global batch of ``IMS_PER_BATCH = world_size * 2 * P * K`` images holds, for each rank, P labels with
-K visible instances each followed by P labels with K infrared instances each. Labels may be pseudo-labels
-(``-1`` = outlier, never sampled) and change every epoch: the loader is rebuilt with a new sampler.
+K visible instances each followed by P labels with K infrared instances each. Labels are the train set's
+``sampling_labels`` (one per branch and label, see :class:`~vireid_plugins.data.common.VIReIDTrainSet`; ``-1`` =
+never sampled) and change every epoch: the loader is rebuilt with a new sampler.
 
 Two pairings:
 
@@ -11,6 +12,10 @@ Two pairings:
 * ``"independent"``: P visible labels and P infrared labels are drawn separately (per-modality pseudo-labels
   whose label spaces are unrelated, e.g. two DBSCAN runs).
 * ``"auto"`` (default): ``"shared"`` when at least P labels exist in both modalities, else ``"independent"``.
+
+Branch balance (``branches`` given, ``DATALOADER.BRANCH_BALANCE``): with a train set of several branches (e.g.
+DOTLA's visible-ReID and infrared-ReID branches), each rank's P labels are split equally among the branches (DOTLA:
+128 images = 2 branches x 8 labels x (4 visible + 4 infrared)).
 
 Each identity gets K instances without replacement when it has at least K, with replacement otherwise.
 Labels are visited in a fresh random order each round; the last incomplete group of a round is dropped.
@@ -38,6 +43,14 @@ PAIRINGS = ("auto", "shared", "independent")
 logger = logging.getLogger("fastreid.vireid.sampler")
 
 
+def _repeated_permutation(rng, pool, minimum):
+    """A random order of ``pool``, repeated (fresh permutations) until it holds ``minimum`` labels."""
+    order = rng.permutation(pool)
+    while len(order) < minimum:
+        order = np.concatenate([order, rng.permutation(pool)])
+    return order
+
+
 @SAMPLER_REGISTRY.register()
 class DualModalitySampler(Sampler):
     """Infinite P x K x 2-modality identity sampler (see the module docstring).
@@ -49,10 +62,11 @@ class DualModalitySampler(Sampler):
         num_instances: K.
         pairing: ``"auto"``, ``"shared"`` or ``"independent"``.
         seed: shared by every rank.
+        branches: optional per-item branch (int): split each batch's labels equally among the branches.
     """
 
     def __init__(self, labels: Sequence[int], modalities: Sequence[int], mini_batch_size: int,
-                 num_instances: int, pairing: str = "auto", seed: int = 0):
+                 num_instances: int, pairing: str = "auto", seed: int = 0, branches: Sequence[int] = None):
         if len(labels) != len(modalities):
             raise ValueError(f"DualModalitySampler: {len(labels)} labels but {len(modalities)} modalities")
         if pairing not in PAIRINGS:
@@ -71,6 +85,14 @@ class DualModalitySampler(Sampler):
         self.pairing = pairing
         self.pools = {m: shared if pairing == "shared" else sorted(self.index_by_label[m])
                       for m in (VISIBLE, INFRARED)}
+        self.branch_of = None  # label -> branch, for branch-balanced batches
+        if branches is not None:
+            self.branch_of = {int(y): int(b) for y, b in zip(labels, branches) if y >= 0}
+            num_branches = len(set(self.branch_of.values()))
+            if self.num_labels_per_batch % num_branches:
+                raise ValueError(f"DualModalitySampler: {self.num_labels_per_batch} labels per batch cannot be split "
+                                 f"equally among {num_branches} branches (DATALOADER.BRANCH_BALANCE); make "
+                                 "IMS_PER_BATCH / (2 x NUM_INSTANCE x world size) a multiple of the branch count")
         for m, pool in self.pools.items():
             if not len(pool):
                 hint = (" and no image at all: a visible-only training set needs DATASETS.PSEUDO_INFRARED True"
@@ -84,11 +106,12 @@ class DualModalitySampler(Sampler):
 
     @classmethod
     def from_config(cls, cfg, dataset, epoch=0, pairing=None):
-        return cls(dataset.targets, dataset.modalities,
+        branches = getattr(dataset, "sample_branches", None) if cfg.DATALOADER.BRANCH_BALANCE else None
+        return cls(dataset.sampling_labels, dataset.modalities,
                    mini_batch_size=cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size(),
                    num_instances=cfg.DATALOADER.NUM_INSTANCE,
                    pairing=pairing or cfg.DATALOADER.DUAL_PAIRING,
-                   seed=sampler_seed(cfg, epoch))
+                   seed=sampler_seed(cfg, epoch), branches=branches)
 
     @staticmethod
     def _group(labels, modalities) -> Dict[int, Dict[int, List[int]]]:
@@ -107,11 +130,21 @@ class DualModalitySampler(Sampler):
         return rng.choice(pool, size=self.num_instances, replace=replace).tolist()
 
     def _permutation(self, rng, pool, minimum):
-        """A random order of ``pool``, repeated (fresh permutations) until it holds ``minimum`` labels."""
-        order = rng.permutation(pool)
-        while len(order) < minimum:
-            order = np.concatenate([order, rng.permutation(pool)])
-        return order
+        """A random order of ``pool``, repeated (fresh permutations) until it holds ``minimum`` labels; with branch
+        balance, every run of P labels holds P / (number of branches) labels of each branch."""
+        if self.branch_of is not None:
+            return self._balanced_permutation(rng, pool, minimum)
+        return _repeated_permutation(rng, pool, minimum)
+
+    def _balanced_permutation(self, rng, pool, minimum):
+        by_branch = {}
+        for label in pool:
+            by_branch.setdefault(self.branch_of[int(label)], []).append(label)
+        share = self.num_labels_per_batch // len(by_branch)
+        chunks = max(1, -(-minimum // self.num_labels_per_batch))  # batches of P labels needed at least
+        chunks = max(chunks, min(len(labels) for labels in by_branch.values()) // share)
+        orders = [_repeated_permutation(rng, labels, chunks * share) for _, labels in sorted(by_branch.items())]
+        return np.concatenate([o[c * share:(c + 1) * share] for c in range(chunks) for o in orders])
 
     def _label_orders(self, rng):
         """Random label order per modality for one round, cut to whole global batches."""

@@ -37,6 +37,10 @@ from fastreid.utils.checkpoint import get_missing_parameters_message, get_unexpe
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 
+from ..attention import build_attention
+from .modality import check_modality, route_by_modality
+from .weights import read_state_dict
+
 __all__ = [
     "AGWBackbone",
     "LoadResult",
@@ -121,6 +125,8 @@ class AGWBackbone(nn.Module):
         nl_layers (sequence of 4 ints): number of non-local blocks after the *last* blocks of each
             stage; AGW uses ``[0, 2, 3, 0]``. ``[0, 0, 0, 0]`` disables them.
         bn_norm (str): fast-reid norm name (``MODEL.BACKBONE.NORM``) for every norm layer.
+        attention (nn.Module, optional): a shape-preserving attention module applied to the ``layer4`` output
+            (e.g. PA-CBAM, ``MODEL.BACKBONE.PA_CBAM``); None for none.
 
     Attributes:
         depth (int), num_modalities (int), feat_dim (int): channels of the output map
@@ -134,6 +140,7 @@ class AGWBackbone(nn.Module):
         num_modalities: int = 2,
         nl_layers: Sequence[int] = (0, 0, 0, 0),
         bn_norm: str = "BN",
+        attention: nn.Module | None = None,
     ):
         super().__init__()
         if depth not in _ARCH:
@@ -173,6 +180,7 @@ class AGWBackbone(nn.Module):
             channels = (64 << (stage - 1)) * block.expansion
             nl = nn.ModuleList([NonLocalBlock(channels, bn_norm=bn_norm) for _ in range(n)])
             self.add_module(f"NL_{stage}", nl)
+        self.attention = attention
 
     def _make_stem(self) -> nn.Sequential:
         return nn.Sequential(
@@ -203,53 +211,20 @@ class AGWBackbone(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    def _check_modality(self, modality, batch_size: int, device: torch.device) -> torch.Tensor:
-        if not isinstance(modality, torch.Tensor):
-            modality = torch.as_tensor(modality)
-        if modality.dtype == torch.bool or modality.is_floating_point() or modality.is_complex():
-            raise ValueError(
-                f"AGWBackbone: modality must be an integer (long) tensor, got dtype {modality.dtype}"
-            )
-        if modality.dim() != 1 or modality.shape[0] != batch_size:
-            raise ValueError(
-                f"AGWBackbone: modality must have shape [B] = [{batch_size}] (one id per image), "
-                f"got {list(modality.shape)}"
-            )
-        modality = modality.to(device=device, dtype=torch.long)
-        bad = (modality < 0) | (modality >= self.num_modalities)
-        if bad.any():
-            index = int(bad.nonzero()[0, 0])
-            raise ValueError(
-                f"AGWBackbone: modality values must be in [0, {self.num_modalities}) "
-                f"(0 visible, 1 infrared), got {int(modality[index])} at batch index {index}"
-            )
-        return modality
-
     def forward_stems(self, x: torch.Tensor, modality: torch.Tensor | None = None) -> torch.Tensor:
         """Route every image through the stem of its modality.
 
         Args:
             x: B x 3 x H x W images.
-            modality: LongTensor [B] in ``[0, num_modalities)``, or None (all use stem 0).
+            modality: LongTensor [B] in ``[0, num_modalities)``; None only with one stem.
 
         Returns:
             B x 64 x H/4 x W/4, in the input order.
         """
         if x.dim() != 4:
             raise ValueError(f"AGWBackbone: expected images of shape B x 3 x H x W, got {list(x.shape)}")
-        if modality is None:
-            return self.stems[0](x)
-        modality = self._check_modality(modality, x.shape[0], x.device)
-
-        # one group per modality present in the batch (a loop over the few stems, not the samples)
-        groups = [(m, (modality == m).nonzero(as_tuple=True)[0]) for m in range(self.num_modalities)]
-        groups = [(m, idx) for m, idx in groups if idx.numel() > 0]
-        if len(groups) <= 1:  # single-modality (or empty) batch: no gather/scatter needed
-            return self.stems[groups[0][0] if groups else 0](x)
-
-        outs = [self.stems[m](x.index_select(0, idx)) for m, idx in groups]
-        order = torch.cat([idx for _, idx in groups])  # position in the input of each output row
-        return torch.cat(outs).index_select(0, torch.argsort(order))
+        modality = check_modality(modality, x.shape[0], self.num_modalities, x.device, "AGWBackbone")
+        return route_by_modality(x, modality, self.stems)
 
     @staticmethod
     def _forward_stage(x: torch.Tensor, layer: nn.Sequential, nl: nn.ModuleList) -> torch.Tensor:
@@ -265,19 +240,22 @@ class AGWBackbone(nn.Module):
         Args:
             x: B x 3 x H x W images.
             modality: LongTensor of shape [B], values in ``[0, num_modalities)`` (0 visible,
-                1 infrared) choosing each image's stem. None means every image is visible (stem 0).
+                1 infrared) choosing each image's stem. None only with one stem (``NUM_MODALITIES 1``).
 
         Returns:
             B x feat_dim x h x w feature map (h = H/16 with last stride 1, H/32 with 2).
 
         Raises:
-            ValueError: if ``x`` is not 4-D, or ``modality`` has the wrong shape, dtype or values.
+            ValueError: if ``x`` is not 4-D, or ``modality`` is missing (several stems) or has the wrong shape, dtype
+                or values.
         """
         x = self.forward_stems(x, modality)
         x = self._forward_stage(x, self.layer1, self.NL_1)
         x = self._forward_stage(x, self.layer2, self.NL_2)
         x = self._forward_stage(x, self.layer3, self.NL_3)
         x = self._forward_stage(x, self.layer4, self.NL_4)
+        if self.attention is not None:
+            x = self.attention(x)
         return x
 
 
@@ -286,27 +264,6 @@ class LoadResult(NamedTuple):
 
     missing_keys: list[str]  # backbone (stem/stage) keys of the model that the file did not provide
     unexpected_keys: list[str]  # keys of the file that match nothing in the model (``fc.*`` ignored)
-
-
-def _unwrap_state_dict(ckpt, path: str, expected: str) -> "OrderedDict[str, torch.Tensor]":
-    if isinstance(ckpt, dict):
-        for wrapper in ("state_dict", "model"):
-            if isinstance(ckpt.get(wrapper), dict):
-                ckpt = ckpt[wrapper]
-                break
-    if not isinstance(ckpt, dict) or not ckpt:
-        found = "an empty dict" if isinstance(ckpt, dict) else f"a {type(ckpt).__name__}"
-        raise ValueError(f"AGW backbone: {path!r} holds {found}, not {expected} (a dict of tensors)")
-    not_tensors = [k for k, v in ckpt.items() if not isinstance(v, torch.Tensor)]
-    if not_tensors:
-        key = not_tensors[0]
-        raise ValueError(
-            f"AGW backbone: {path!r} is not {expected}: {len(not_tensors)} entries are not tensors, "
-            f"e.g. {key!r} is a {type(ckpt[key]).__name__}"
-        )
-    if all(k.startswith("module.") for k in ckpt):  # saved from (Distributed)DataParallel
-        ckpt = {k[len("module.") :]: v for k, v in ckpt.items()}
-    return OrderedDict(ckpt)
 
 
 def _is_backbone_key(key: str) -> bool:
@@ -335,21 +292,14 @@ def load_torchvision_resnet_weights(
         ValueError: the file is unreadable or not a dict of tensors; a tensor's shape does not fit
             (e.g. a ResNet-18 file for a depth-50 model); or ``strict`` and keys are missing.
     """
-    path = os.fspath(path)
     expected = f"a torchvision ResNet-{model.depth} state dict (.pth)"
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"AGW backbone: pretrained weights {path!r} not found; MODEL.BACKBONE.PRETRAIN_PATH must "
-            f"point to {expected}, e.g. torchvision's ImageNet resnet{model.depth} weights"
-        )
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(
-            f"AGW backbone: cannot read {path!r} as {expected} with torch.load(weights_only=True): "
-            f"{type(e).__name__}: {e}"
-        ) from e
-    state_dict = _unwrap_state_dict(ckpt, path, expected)
+    weights = {18: "ResNet18_Weights", 34: "ResNet34_Weights", 50: "ResNet50_Weights"}[model.depth]
+    hint = (f", e.g. torchvision's ImageNet resnet{model.depth} weights. Nothing is downloaded during training; save "
+            f"them once on a machine with internet access: python -c \"import torch, torchvision; torch.save("
+            f"torchvision.models.resnet{model.depth}(weights=torchvision.models.{weights}.IMAGENET1K_V1).state_dict(), "
+            f"'{os.fspath(path)}')\" (or set MODEL.BACKBONE.PRETRAIN False to start from random weights)")
+    state_dict = read_state_dict(path, "AGW backbone", expected, hint)
+    path = os.fspath(path)
 
     own = model.state_dict()
     mapped, unexpected = {}, []
@@ -395,7 +345,8 @@ def load_torchvision_resnet_weights(
 def build_agw_backbone(cfg) -> AGWBackbone:
     """Create an :class:`AGWBackbone` from ``cfg.MODEL.BACKBONE`` (``NAME: build_agw_backbone``).
 
-    Non-local blocks are built only if ``WITH_NL``, with ``NL_LAYERS`` per stage. With ``PRETRAIN``
+    Non-local blocks are built only if ``WITH_NL``, with ``NL_LAYERS`` per stage; PA-CBAM follows ``layer4`` if
+    ``PA_CBAM.ENABLED``. With ``PRETRAIN``
     the weights come from the local file ``PRETRAIN_PATH`` (nothing is downloaded).
     """
     # fmt: off
@@ -422,12 +373,15 @@ def build_agw_backbone(cfg) -> AGWBackbone:
             f"ResNet-{_CFG_DEPTHS[depth]} state dict (.pth), or set PRETRAIN False"
         )
 
+    pa_cbam = cfg.MODEL.BACKBONE.PA_CBAM
+    channels = 512 * _ARCH[_CFG_DEPTHS[depth]][0].expansion
     model = AGWBackbone(
         depth=_CFG_DEPTHS[depth],
         last_stride=last_stride,
         num_modalities=num_modalities,
         nl_layers=nl_layers if with_nl else (0, 0, 0, 0),
         bn_norm=bn_norm,
+        attention=build_attention("PACBAM", pa_cbam, channels) if pa_cbam.ENABLED else None,
     )
     if model.feat_dim != feat_dim:
         raise ValueError(

@@ -1,8 +1,9 @@
 """BN-neck embedding head without a classifier, for memory-based (cluster-contrast) training.
 
-``forward(features)``: ``B x C x h x w`` backbone map -> ``B x C`` BN-neck feature, in training and at test
-time. Pooling (``MODEL.HEADS.POOL_LAYER``, e.g. GeM) and the BN layer (``MODEL.HEADS.NORM``, bias frozen as
-in fast-reid's ``EmbeddingHead``) are fast-reid's own layers.
+``forward(features)``: ``B x C x h x w`` backbone map -> ``{"features": B x C, "pooled": B x C}``, the BN-neck
+features and the pooled features before the BN neck (AGW's triplet, ``MODEL.HEADS.NECK_FEAT before``), in
+training and at test time. Pooling (``MODEL.HEADS.POOL_LAYER``, e.g. GeM) and the BN layer (``MODEL.HEADS.NORM``,
+bias frozen as in fast-reid's ``EmbeddingHead``) are fast-reid's own layers.
 """
 from fastreid.config import configurable
 from fastreid.layers import get_norm, pooling
@@ -32,4 +33,5 @@ class BNNeckHead(nn.Module):
                 "norm_type": cfg.MODEL.HEADS.NORM}
 
     def forward(self, features, targets=None):
-        return self.bottleneck(self.pool_layer(features))[..., 0, 0]
+        pooled = self.pool_layer(features)
+        return {"features": self.bottleneck(pooled)[..., 0, 0], "pooled": pooled[..., 0, 0]}

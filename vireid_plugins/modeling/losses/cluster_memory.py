@@ -24,11 +24,22 @@ features ``f`` (``B x D``)::
 As in the reference, *every* forward call that carries targets (in training mode) updates the memory once,
 when its backward runs. Unlike the reference, the gradient w.r.t. the inputs uses the memory *as it was in
 the forward pass* (a snapshot), so it stays exact when several calls share one backward.
+
+Per-token memories: a memory built with ``num_tokens = T > 0`` holds ``T x K x D`` centroids (one memory per
+class token of a multi-token model, all with the same ``K`` clusters); inputs are ``B x T x D``, logits
+``B x T x K`` and the loss is the mean over the ``B x T`` (sample, token) pairs.
+
+Several processes: with more than one rank, each update gathers the inputs and labels of every rank first (in
+rank order) and is applied outside the backward pass (:meth:`ClusterMemory.flush`, called before the next forward
+and after every training step), so every rank holds the same memory, equal to one process trained on the
+concatenated global batch.
 """
 from typing import Optional
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from fastreid.utils import comm
 from torch import Tensor, nn
 
 __all__ = ["ClusterMemory", "soft_cross_entropy"]
@@ -150,27 +161,48 @@ def update_memory(memory: Tensor, inputs: Tensor, labels: Tensor, momentum: floa
         memory.copy_(mem)
 
 
+def _similarity(inputs: Tensor, memory: Tensor) -> Tensor:
+    """``B x D`` and ``K x D`` -> ``B x K``; ``B x T x D`` and ``T x K x D`` -> ``B x T x K``."""
+    return inputs.mm(memory.t()) if memory.dim() == 2 else torch.einsum("btd,tkd->btk", inputs, memory)
+
+
+def _similarity_grad(grad_output: Tensor, memory: Tensor) -> Tensor:
+    return grad_output.mm(memory) if memory.dim() == 2 else torch.einsum("btk,tkd->btd", grad_output, memory)
+
+
 class _MemoryLogits(torch.autograd.Function):
-    """``z = x @ M^T / tau``; backward returns ``dz @ M / tau`` for ``x`` and updates ``M`` (once) in place."""
+    """``z = x M^T / tau`` (per token); backward returns ``dz M / tau`` for ``x`` and hands ``(x, labels)`` to
+    ``owner._update`` once."""
 
     @staticmethod
-    def forward(ctx, inputs: Tensor, memory: Tensor, labels: Optional[Tensor], temperature: float,
-                momentum: float, mode: str) -> Tensor:
+    def forward(ctx, inputs: Tensor, memory: Tensor, labels: Optional[Tensor], temperature: float, owner) -> Tensor:
         snapshot = memory.to(inputs.dtype, copy=True)  # the M of this forward, for an exact gradient
         ctx.save_for_backward(inputs, snapshot)
-        ctx.memory, ctx.labels = memory, labels
-        ctx.temperature, ctx.momentum, ctx.mode = temperature, momentum, mode
-        return inputs.mm(snapshot.t()) / temperature
+        ctx.labels, ctx.temperature, ctx.owner = labels, temperature, owner
+        return _similarity(inputs, snapshot) / temperature
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
         inputs, snapshot = ctx.saved_tensors
-        grad_inputs = grad_output.mm(snapshot) / ctx.temperature if ctx.needs_input_grad[0] else None
+        grad_inputs = _similarity_grad(grad_output, snapshot) / ctx.temperature if ctx.needs_input_grad[0] else None
         if ctx.labels is not None:  # update only once, even if the graph is back-propagated again
-            with torch.no_grad():
-                update_memory(ctx.memory, inputs.detach(), ctx.labels, ctx.momentum, ctx.mode)
+            ctx.owner._update(inputs.detach(), ctx.labels)
             ctx.labels = None
-        return grad_inputs, None, None, None, None, None
+        return grad_inputs, None, None, None, None
+
+
+def _all_gather_rows(x: Tensor) -> Tensor:
+    """Rows of ``x`` from every rank, concatenated in rank order (ranks may hold different numbers of rows)."""
+    world = dist.get_world_size()
+    count = torch.tensor([x.shape[0]], device=x.device)
+    counts = [torch.zeros_like(count) for _ in range(world)]
+    dist.all_gather(counts, count)
+    size = int(max(c.item() for c in counts))
+    padded = x.new_zeros((size, *x.shape[1:]))
+    padded[:x.shape[0]] = x
+    parts = [torch.zeros_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded.contiguous())
+    return torch.cat([p[:int(c.item())] for p, c in zip(parts, counts)])
 
 
 class ClusterMemory(nn.Module):
@@ -184,10 +216,11 @@ class ClusterMemory(nn.Module):
         momentum: weight ``m`` of the old centroid in the update (ADCA/MULT pass 0.1, the default is 0.2).
         update: ``"sequential"`` (reference ``CM``), ``"mean"`` or ``"hard"`` (reference ``CM_Hard``); see the
             module docstring.
+        num_tokens: ``0`` for one memory (``K x D``), ``T > 0`` for one memory per token (``T x K x D``).
 
-    The centroids are the buffer ``features`` (``K x D``): it follows ``.to(device)`` and is saved in the
-    ``state_dict`` (loading resizes it to the saved ``K``). The logits and the loss are computed in (at least)
-    float32 with autocast disabled. The update is local to the process (no all-gather across ranks).
+    The centroids are the buffer ``features``: it follows ``.to(device)`` and is saved in the ``state_dict``
+    (loading resizes it to the saved ``K``). The logits and the loss are computed in (at least) float32 with
+    autocast disabled.
 
     Example::
 
@@ -201,7 +234,7 @@ class ClusterMemory(nn.Module):
     resizable_state = True  # K changes with the clusters: VIReIDCheckpointer resizes before loading
 
     def __init__(self, num_features: int, num_clusters: int = 0, temperature: float = 0.05, momentum: float = 0.2,
-                 update: str = "sequential"):
+                 update: str = "sequential", num_tokens: int = 0):
         super().__init__()
         if update not in UPDATE_MODES:
             raise ValueError(f"unknown update mode {update!r}, expected one of {UPDATE_MODES}")
@@ -209,28 +242,40 @@ class ClusterMemory(nn.Module):
             raise ValueError(f"momentum must be in [0, 1], got {momentum}")
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
+        if num_tokens < 0:
+            raise ValueError(f"num_tokens must be >= 0, got {num_tokens}")
         self.num_features = int(num_features)
+        self.num_tokens = int(num_tokens)
         self.temperature = float(temperature)
         self.momentum = float(momentum)
         self.update = update
-        self.register_buffer("features", torch.zeros(int(num_clusters), self.num_features))
+        self._pending = []  # (inputs, labels) awaiting a multi-process update (see flush)
+        self.register_buffer("features", torch.zeros(*self._token_shape, int(num_clusters), self.num_features))
+
+    @property
+    def _token_shape(self) -> tuple:
+        return (self.num_tokens,) if self.num_tokens else ()
 
     @property
     def num_clusters(self) -> int:
         """Current number of centroids ``K``."""
-        return self.features.shape[0]
+        return self.features.shape[-2]
 
     def extra_repr(self) -> str:
-        return (f"num_features={self.num_features}, num_clusters={self.num_clusters}, "
+        return (f"num_features={self.num_features}, num_clusters={self.num_clusters}, num_tokens={self.num_tokens}, "
                 f"temperature={self.temperature}, momentum={self.momentum}, update={self.update!r}")
 
     # ------------------------------------------------------------------------------------------- centroids
     @torch.no_grad()
     def initialize(self, centroids: Tensor) -> "ClusterMemory":
-        """Replace the memory by ``normalize(centroids)`` (``K' x D``, any ``K'``), keeping device and dtype."""
-        if centroids.dim() != 2 or centroids.shape[1] != self.num_features:
-            raise ValueError(f"centroids must be K x {self.num_features}, got shape {tuple(centroids.shape)}")
-        self.features = F.normalize(centroids.detach().to(self.features.device, self.features.dtype), dim=1)
+        """Replace the memory by ``normalize(centroids)`` (``K' x D``, or ``T x K' x D`` per token; any ``K'``)."""
+        expected = (*self._token_shape, self.num_features)
+        if centroids.dim() != len(expected) + 1 or (centroids.shape[:-2], centroids.shape[-1]) != (
+                torch.Size(self._token_shape), self.num_features):
+            shape = "T x K x D" if self.num_tokens else "K x D"
+            raise ValueError(f"centroids must be {shape} with {expected}, got shape {tuple(centroids.shape)}")
+        centroids = centroids.detach().to(self.features.device, self.features.dtype)
+        self.features = F.normalize(centroids, dim=-1).contiguous()
         return self
 
     @staticmethod
@@ -238,14 +283,15 @@ class ClusterMemory(nn.Module):
         """L2-normalised mean feature of each cluster.
 
         Args:
-            features: ``N x D`` features (normalised or not; they are averaged as given).
+            features: ``N x D`` features (normalised or not; they are averaged as given), or ``N x T x D`` per-token
+                features (centroids per token).
             labels: ``N`` cluster labels in ``0..K-1``, ``-1`` (outliers) ignored; every cluster must be present.
 
         Returns:
-            ``K x D`` centroids ``normalize(mean{features_i : labels_i = k})`` in float32 (or float64).
+            ``K x D`` (``T x K x D``) centroids ``normalize(mean{features_i : labels_i = k})`` in float32 (or float64).
         """
-        if features.dim() != 2 or labels.shape != features.shape[:1]:
-            raise ValueError(f"expected N x D features and N labels, got {tuple(features.shape)} and "
+        if features.dim() not in (2, 3) or labels.shape != features.shape[:1]:
+            raise ValueError(f"expected N x D or N x T x D features and N labels, got {tuple(features.shape)} and "
                              f"{tuple(labels.shape)}")
         labels = labels.to(features.device).long()
         if (labels < -1).any():
@@ -257,33 +303,68 @@ class ClusterMemory(nn.Module):
         if (counts == 0).any():
             missing = torch.nonzero(counts == 0, as_tuple=True)[0][:10].tolist()
             raise ValueError(f"labels must be 0..K-1 with every cluster present; empty clusters: {missing}")
-        sums = features.new_zeros(num_clusters, features.shape[1]).index_add_(0, labels, features)
-        return F.normalize(sums / counts.unsqueeze(1).to(sums.dtype), dim=1)
+        flat = features.reshape(features.shape[0], -1)
+        sums = flat.new_zeros(num_clusters, flat.shape[1]).index_add_(0, labels, flat)
+        means = (sums / counts.unsqueeze(1).to(sums.dtype)).view(num_clusters, *features.shape[1:])
+        return F.normalize(means if features.dim() == 2 else means.transpose(0, 1), dim=-1)
 
     @classmethod
     def from_features(cls, features: Tensor, labels: Tensor, **kwargs) -> "ClusterMemory":
-        """Memory on ``features``' device initialised with :meth:`cluster_centroids` (``K = max label + 1``).
-
-        ``kwargs`` go to the constructor (``temperature``, ``momentum``, ``update``).
-        """
+        """Memory on ``features``' device initialised with :meth:`cluster_centroids` (``K = max label + 1``); per-token
+        (``num_tokens = T``) for ``N x T x D`` features. ``kwargs`` go to the constructor (``temperature``,
+        ``momentum``, ``update``)."""
         centroids = cls.cluster_centroids(features, labels)
-        memory = cls(features.shape[1], **kwargs).to(features.device)
+        num_tokens = features.shape[1] if features.dim() == 3 else 0
+        memory = cls(features.shape[-1], num_tokens=num_tokens, **kwargs).to(features.device)
         return memory.initialize(centroids)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # the number of clusters changes every epoch: resize the buffer to the saved K before copying
         saved = state_dict.get(prefix + "features")
-        if isinstance(saved, Tensor) and saved.dim() == 2 and saved.shape != self.features.shape:
+        if isinstance(saved, Tensor) and saved.dim() == self.features.dim() and saved.shape != self.features.shape:
             self.features = self.features.new_empty(saved.shape)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    # ---------------------------------------------------------------------------------------------- updates
+    @torch.no_grad()
+    def _update(self, inputs: Tensor, labels: Tensor) -> None:
+        """Momentum update with ``B x D`` (``B x T x D``) normalised inputs and ``B`` labels (``-1`` skipped): now in
+        one process, at :meth:`flush` (after gathering every rank's batch) in several."""
+        if comm.get_world_size() > 1:
+            self._pending.append((inputs, labels))
+        else:
+            self._apply_update(inputs, labels)
+
+    def _apply_update(self, inputs: Tensor, labels: Tensor) -> None:
+        if self.num_tokens == 0:
+            update_memory(self.features, inputs, labels, self.momentum, self.update)
+            return
+        # the T memories as one (T*K) x D memory: token t's class k is row t*K + k (classes of different tokens
+        # never share a row, so the updates are those of T separate memories)
+        t, k = self.num_tokens, self.num_clusters
+        flat_labels = torch.where(labels >= 0, labels, torch.full_like(labels, -t * k - 1))
+        flat_labels = (flat_labels.unsqueeze(1) + k * torch.arange(t, device=labels.device)).clamp(min=-1)
+        memory = self.features.view(t * k, self.num_features)
+        update_memory(memory, inputs.reshape(-1, self.num_features), flat_labels.reshape(-1), self.momentum,
+                      self.update)
+
+    @torch.no_grad()
+    def flush(self) -> None:
+        """Apply the pending updates of a multi-process step: every rank gathers all ranks' batches (in rank order)
+        and applies the same updates, so the memories stay identical across ranks."""
+        pending, self._pending = self._pending, []
+        for inputs, labels in pending:
+            self._apply_update(_all_gather_rows(inputs), _all_gather_rows(labels))
+
     # ---------------------------------------------------------------------------------------------- losses
     def _logits(self, inputs: Tensor, update_labels: Optional[Tensor]) -> Tensor:
-        """``normalize(inputs) @ M^T / tau``; schedules an update with ``update_labels`` if training."""
+        """``normalize(inputs) M^T / tau``; schedules an update with ``update_labels`` if training."""
+        self.flush()
         if self.num_clusters == 0:
             raise RuntimeError("ClusterMemory is empty: call initialize() or build it with from_features()")
-        if inputs.dim() != 2 or inputs.shape[1] != self.num_features:
-            raise ValueError(f"inputs must be B x {self.num_features}, got shape {tuple(inputs.shape)}")
+        expected = (*self._token_shape, self.num_features)
+        if inputs.dim() != len(expected) + 1 or tuple(inputs.shape[1:]) != expected:
+            raise ValueError(f"inputs must be B x {' x '.join(map(str, expected))}, got shape {tuple(inputs.shape)}")
         labels = None
         if update_labels is not None and self.training:
             if update_labels.shape != inputs.shape[:1]:
@@ -291,30 +372,30 @@ class ClusterMemory(nn.Module):
                                  f"got {tuple(update_labels.shape)}")
             labels = update_labels.detach().to(inputs.device).long()
         with torch.autocast(device_type=inputs.device.type, enabled=False):
-            x = F.normalize(inputs.to(torch.promote_types(inputs.dtype, torch.float32)), dim=1)
-            return _MemoryLogits.apply(x, self.features, labels, self.temperature, self.momentum, self.update)
+            x = F.normalize(inputs.to(torch.promote_types(inputs.dtype, torch.float32)), dim=-1)
+            return _MemoryLogits.apply(x, self.features, labels, self.temperature, self)
 
     def logits(self, inputs: Tensor, targets: Optional[Tensor] = None) -> Tensor:
         """Similarity logits to the centroids.
 
         Args:
-            inputs: ``B x D`` features (normalised here).
+            inputs: ``B x D`` features (``B x T x D`` for a per-token memory; normalised here).
             targets: optional ``B`` hard labels (``-1`` skipped) or ``B x K`` soft targets (their argmax is used).
                 When given and the module is training, backward through the logits updates the memory once.
 
         Returns:
-            ``B x K`` logits ``normalize(inputs) @ M^T / tau`` (at least float32).
+            ``B x K`` (``B x T x K``) logits ``normalize(inputs) M^T / tau`` (at least float32).
         """
         return self._logits(inputs, None if targets is None else labels_from_targets(targets))
 
     def forward(self, inputs: Tensor, targets: Tensor, update_labels: Optional[Tensor] = None) -> Tensor:
-        """Cluster contrast loss ``soft_cross_entropy(logits(inputs), targets)``.
+        """Cluster contrast loss ``soft_cross_entropy(logits(inputs), targets)`` (per-token: over every token).
 
         Args:
-            inputs: ``B x D`` features.
+            inputs: ``B x D`` features (``B x T x D`` for a per-token memory).
             targets: ``B`` hard labels in ``[0, K)`` (``-1`` entries are ignored by the loss and the update) or
                 ``B x K`` soft target distributions (the update then uses each row's argmax as the label; rows
-                summing to 0 do not update).
+                summing to 0 do not update); the same for every token.
             update_labels: optional ``B`` labels for the memory update instead of those derived from ``targets``
                 (``-1`` = do not update with this sample; all ``-1`` disables the update of this call), e.g. to
                 train on cross-modality labels while updating with the own-modality clusters.
@@ -324,4 +405,9 @@ class ClusterMemory(nn.Module):
         """
         if update_labels is None:
             update_labels = labels_from_targets(targets)
-        return soft_cross_entropy(self._logits(inputs, update_labels), targets.to(inputs.device))
+        logits = self._logits(inputs, update_labels)
+        targets = targets.to(inputs.device)
+        if self.num_tokens:  # every (sample, token) pair with the sample's target
+            targets = targets.unsqueeze(1).expand(-1, self.num_tokens, *targets.shape[1:])
+            logits, targets = logits.flatten(0, 1), targets.flatten(0, 1)
+        return soft_cross_entropy(logits, targets)

@@ -19,7 +19,8 @@ def neighbour_consistency_loss(anchor_logits: torch.Tensor, anchor_feats: torch.
         neighbour_feats: ``(B, D)`` their features.
         k: neighbours per anchor, searched within the batch by L2 distance on normalised features (capped at B).
 
-    Gradients flow through both distributions (methods-spec §1); the neighbour search is not differentiated.
+    Gradients flow through both distributions (the paper does not say whether the neighbour term is detached);
+    the neighbour search is not differentiated.
     """
     if anchor_logits.shape[0] == 0 or neighbour_logits.shape[0] == 0:
         return anchor_logits.sum() * 0.0

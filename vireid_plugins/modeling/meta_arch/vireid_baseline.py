@@ -4,7 +4,8 @@ Differences from fast-reid's ``Baseline``:
 
 * the batch's ``"modality"`` tensor (0 visible, 1 infrared) is passed to the backbone, whose forward is
   ``backbone(images, modality)`` (e.g. :class:`~vireid_plugins.modeling.backbones.AGWBackbone`);
-* images are normalised *out of place*, so fast-reid's flip test flips the raw images (fastreid-notes §1.5);
+* images are normalised *out of place*, so fast-reid's flip test flips the raw images (fast-reid's ``Baseline``
+  normalises in place, and ``inference_on_dataset`` then flips and normalises the normalised tensor again);
 * at test time the BN-neck features are returned L2-normalised, ``B x D``.
 
 Training losses are fast-reid's (``MODEL.LOSSES.NAME``: cross-entropy, triplet, ...), computed over the
@@ -45,7 +46,8 @@ class VIReIDBaseline(Baseline):
         return (images - self.pixel_mean) / self.pixel_std
 
     def modality(self, batched_inputs):
-        """``B`` long tensor of modalities, or ``None`` (all visible) when the batch carries none."""
+        """``B`` long tensor of modalities, or ``None`` when the batch carries none (the backbone then refuses to run
+        unless it has a single stem, see :mod:`vireid_plugins.modeling.backbones.modality`)."""
         if isinstance(batched_inputs, dict) and "modality" in batched_inputs:
             return batched_inputs["modality"].to(self.device, non_blocking=True).long()
         return None
