@@ -40,10 +40,10 @@ def test_budget_scales_each_schedule_to_the_same_length():
     sbs = adapted("configs/Market1501/sbs_R50.yml")  # 60 epochs, cosine after 30, backbone frozen 1000 iterations
     assert sbs.SOLVER.DELAY_EPOCHS == 4 and sbs.SOLVER.FREEZE_ITERS == round(1000 * 800 / (60 * 202))
     assert sbs.SOLVER.WARMUP_ITERS == round(2000 * 800 / (60 * 202)) and sbs.DATALOADER.NUM_INSTANCE == 16
-    ours = adapted("configs/Synthetic/agw_supervised.yml")  # written for 8 x 100 iterations: unchanged
-    assert (ours.SOLVER.STEPS, ours.SOLVER.WARMUP_ITERS) == ([6], 50)
+    ours = adapted("configs/Synthetic/agw_supervised.yml")  # written for 10 x 100 iterations, STEPS [8], warm-up 50
+    assert (ours.SOLVER.STEPS, ours.SOLVER.WARMUP_ITERS) == ([6], 40)
     half = adapted("configs/Synthetic/agw_supervised.yml", "--epochs", "4", "--opts", "SOLVER.BASE_LR", "0.1")
-    assert (half.SOLVER.STEPS, half.SOLVER.WARMUP_ITERS, half.SOLVER.BASE_LR) == ([3], 25, 0.1)
+    assert (half.SOLVER.STEPS, half.SOLVER.WARMUP_ITERS, half.SOLVER.BASE_LR) == ([3], 20, 0.1)
 
 
 def test_unknown_iterations_per_epoch_are_refused(cfg):

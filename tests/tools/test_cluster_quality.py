@@ -9,7 +9,7 @@ from conftest import TINY_OPTS
 
 from vireid_plugins.association import cluster_features, pseudo_label_metrics
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(ROOT, "configs", "Synthetic", "source_pretrain.yml")
 
 

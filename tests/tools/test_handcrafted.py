@@ -10,7 +10,7 @@ import torch
 
 from vireid_plugins.evaluation.handcrafted import hog_descriptors, hog_length, pixel_descriptors
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def oracle_hog(image, orientations=9, cell=8, block=2, eps=1e-5):

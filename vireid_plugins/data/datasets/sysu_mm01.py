@@ -175,9 +175,9 @@ class SYSUMM01(VIReIDImageDataset):
     def sample_gallery(self, mode: str = "all", trial: int = 0, shot: str = "single") -> List[Item]:
         """The official random gallery of one trial (see the module docstring)."""
         self._check_protocol(mode, shot)
-        return self._draw(SYSU_GALLERY_CAMS[mode], trial, shot)
+        return self._draw(SYSU_GALLERY_CAMS[mode], trial, shot, f"{mode}-search gallery")
 
-    def _draw(self, cams: Sequence[int], trial: int, shot: str) -> List[Item]:
+    def _draw(self, cams: Sequence[int], trial: int, shot: str, split: str) -> List[Item]:
         rng = random.Random(trial)  # same stream as the reference's random.seed(trial)
         gallery = []
         for pid in sorted(self.test_ids):
@@ -188,8 +188,9 @@ class SYSUMM01(VIReIDImageDataset):
                 picked = [rng.choice(files)] if shot == "single" else rng.sample(files, min(MULTI_SHOT, len(files)))
                 modality = INFRARED if cam in SYSU_INFRARED_CAMS else VISIBLE
                 gallery.extend((path, pid, cam, modality) for path in picked)
-        return self._require_items(gallery, f"gallery of cams {list(cams)}", self._id_path("test_id.txt"),
-                                   f"no id of test_id.txt has an image in cams {list(cams)}")
+        kind = "an infrared" if set(cams) <= set(SYSU_INFRARED_CAMS) else "a visible"
+        return self._require_items(gallery, split, self._id_path("test_id.txt"),
+                                   f"no id of test_id.txt has {kind} image in cams {tuple(cams)}")
 
     def gallery_pool(self, modes: Sequence[str] = ("all", "indoor")) -> List[Item]:
         """Every visible test image a gallery of ``modes`` can draw (features are extracted once)."""
@@ -211,4 +212,5 @@ class SYSUMM01(VIReIDImageDataset):
         self._check_protocol("all", shot)
         visible = self._collect(self.test_ids, SYSU_VISIBLE_CAMS)
         return {"v2v": (visible, [self.sample_gallery("all", t, shot) for t in range(num_trials)]),
-                "i2i": (self.query, [self._draw(SYSU_INFRARED_CAMS, t, shot) for t in range(num_trials)])}
+                "i2i": (self.query, [self._draw(SYSU_INFRARED_CAMS, t, shot, "i2i gallery")
+                        for t in range(num_trials)])}
