@@ -52,6 +52,8 @@ demo: demo-dotla
 
 demo-dotla: $(STAMP) $(DEMO_META) $(SOURCE_WEIGHTS)
 	$(PY) tools/train_net.py --config-file configs/Synthetic/dotla.yml
+	$(PY) tools/demo_summary.py "source-pretrained start=logs/synthetic/dotla:initial" \
+		"DOTLA + NCLR + CNCR=logs/synthetic/dotla" "supervised ceiling (make demo-supervised)=logs/synthetic/agw_supervised"
 
 demo-usl: $(STAMP) $(DEMO_META) $(SOURCE_WEIGHTS)
 	$(PY) tools/train_net.py --config-file configs/Synthetic/usl_baseline.yml

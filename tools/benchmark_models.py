@@ -103,6 +103,7 @@ def adapt(cfg, args):
     cfg.INPUT.SIZE_TRAIN = cfg.INPUT.SIZE_TEST = list(args.size)
     cfg.MODEL.DEVICE, cfg.MODEL.BACKBONE.PRETRAIN, cfg.MODEL.WEIGHTS = args.device, False, ""
     cfg.TEST.EVAL_PERIOD, cfg.TEST.EVAL_AT_START = 0, False  # evaluated once, after the timed training
+    cfg.DATASETS.SYSU.WITHIN_MODALITY = False  # every model scored on the same official modes
     cfg.SEED, cfg.OUTPUT_DIR = args.seed, os.path.join(args.out, model_name(args.run_one))
     cfg.merge_from_list(list(args.opts))
     return cfg

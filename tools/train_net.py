@@ -3,6 +3,9 @@
 
     python tools/train_net.py --config-file configs/SYSU-MM01/agw_supervised.yml [--resume] [--eval-only] \
         [--num-gpus N] [KEY VALUE ...]
+
+A finished training run writes OUTPUT_DIR/final_metrics.json; --eval-only writes OUTPUT_DIR/eval_metrics.json
+(``{"weights", "initial": null, "final"}``).
 """
 import os
 import sys
@@ -16,6 +19,7 @@ from vireid_plugins.engine import (  # noqa: E402
     default_vireid_setup,
     vireid_argument_parser,
 )
+from vireid_plugins.engine.hooks import write_metrics_json  # noqa: E402
 from vireid_plugins.engine.launch import launch  # noqa: E402
 
 
@@ -31,7 +35,12 @@ def main(args):
         # the checkpoint's shape (every other tensor must match, see VIReIDCheckpointer)
         model.heads.resizable_state = True
         VIReIDCheckpointer(model, partial=cfg.MODEL.WEIGHTS_PARTIAL).load(cfg.MODEL.WEIGHTS)  # strict by default
-        return VIReIDTrainer.test(cfg, model)
+        results = VIReIDTrainer.test(cfg, model)
+        from fastreid.utils import comm  # after vireid_plugins' shims
+        if comm.is_main_process() and cfg.OUTPUT_DIR:  # for scripts, as final_metrics.json of a training run
+            write_metrics_json(os.path.join(cfg.OUTPUT_DIR, "eval_metrics.json"), None, results,
+                               weights=cfg.MODEL.WEIGHTS)
+        return results
     trainer = VIReIDTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()

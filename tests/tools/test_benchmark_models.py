@@ -42,6 +42,7 @@ def test_budget_scales_each_schedule_to_the_same_length():
     assert sbs.SOLVER.WARMUP_ITERS == round(2000 * 800 / (60 * 202)) and sbs.DATALOADER.NUM_INSTANCE == 16
     ours = adapted("configs/Synthetic/agw_supervised.yml")  # written for 10 x 100 iterations, STEPS [8], warm-up 50
     assert (ours.SOLVER.STEPS, ours.SOLVER.WARMUP_ITERS) == ([6], 40)
+    assert not ours.DATASETS.SYSU.WITHIN_MODALITY  # the config asks for v2v / i2i; every model gets the same modes
     half = adapted("configs/Synthetic/agw_supervised.yml", "--epochs", "4", "--opts", "SOLVER.BASE_LR", "0.1")
     assert (half.SOLVER.STEPS, half.SOLVER.WARMUP_ITERS, half.SOLVER.BASE_LR) == ([3], 20, 0.1)
 

@@ -1,4 +1,5 @@
 """End-to-end: tools/train_net.py trains, evaluates, resumes and evaluates only, on the tiny synthetic set."""
+import json
 import os
 import subprocess
 import sys
@@ -21,7 +22,7 @@ def test_supervised_train_eval_resume_and_eval_only(tiny_sysu, tmp_path):
     log = train_net("configs/Synthetic/agw_supervised.yml", tiny_sysu, out, opts=["SOLVER.MAX_EPOCH", "2",
                                                                                    "SOLVER.CHECKPOINT_PERIOD", "1"])
     rows = table_rows(log)
-    assert [r[0] for r in rows] == ["all", "indoor"]
+    assert [r[0] for r in rows] == ["all", "indoor", "v2v", "i2i"]  # the config adds the within-modality rows
     final = final_metrics(out)
     assert final["epoch"] == 1 and final["initial"] is None
     assert rows[0][5].startswith(f"{final['final']['all/mAP']:.2f} ± ")  # the table and the file agree
@@ -36,7 +37,11 @@ def test_supervised_train_eval_resume_and_eval_only(tiny_sysu, tmp_path):
 
     eval_log = train_net("configs/Synthetic/agw_supervised.yml", tiny_sysu, tmp_path / "eval", "--eval-only",
                          opts=["MODEL.WEIGHTS", str(out / "model_final.pth")])
-    assert table_rows(eval_log) == table_rows(log)[-2:]  # same weights, same metrics
+    assert table_rows(eval_log) == table_rows(log)[-4:]  # same weights, same metrics
+    with open(tmp_path / "eval" / "eval_metrics.json") as f:
+        evaluated = json.load(f)
+    assert evaluated["weights"] == str(out / "model_final.pth") and evaluated["initial"] is None
+    assert evaluated["final"] == final_metrics(out)["final"]
 
 
 def test_eval_only_without_weights_is_refused(tiny_sysu, tmp_path):

@@ -54,10 +54,14 @@ class TestSafeEvalHook(hooks.EvalHook):
             if self.initial_results and final:
                 logger.info("Before and after training:\n" + format_comparison_table(self.initial_results, final))
             if self.trainer.cfg.OUTPUT_DIR:
-                atomic_write_json(os.path.join(self.trainer.cfg.OUTPUT_DIR, "final_metrics.json"),
-                                  {"epoch": self.trainer.epoch, "initial": _as_json(self.initial_results),
-                                   "final": _as_json(final)})
+                write_metrics_json(os.path.join(self.trainer.cfg.OUTPUT_DIR, "final_metrics.json"),
+                                   self.initial_results, final, epoch=self.trainer.epoch)
         del self._func
+
+
+def write_metrics_json(path: str, initial, final, **info):
+    """Write ``{**info, "initial", "final"}`` (evaluation results, ``None`` kept) atomically; main process only."""
+    atomic_write_json(path, {**info, "initial": _as_json(initial), "final": _as_json(final)})
 
 
 def _as_json(results):
