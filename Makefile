@@ -42,6 +42,11 @@ $(SOURCE_WEIGHTS): $(SOURCE_META) configs/Synthetic/source_pretrain.yml configs/
 
 source-pretrain: $(SOURCE_WEIGHTS)
 
+# DOTLA's stage 0 (Cluster-Contrast per modality) on the demo set: the start of the ablation's "from stage 0" row
+STAGE0_WEIGHTS := logs/synthetic/dotla_stage0/model_final.pth
+$(STAGE0_WEIGHTS): $(DEMO_META) $(SOURCE_WEIGHTS) configs/Synthetic/dotla_stage0.yml configs/Synthetic/usl_baseline.yml | $(STAMP)
+	$(PY) tools/train_net.py --config-file configs/Synthetic/dotla_stage0.yml
+
 $(SOURCE_WEIGHTS_VIT): $(SOURCE_META) configs/Synthetic/source_pretrain_vit.yml configs/Synthetic/ca_vit.yml | $(STAMP)
 	$(PY) tools/train_net.py --config-file configs/Synthetic/source_pretrain_vit.yml
 
@@ -75,7 +80,7 @@ demo-ca-vit: $(STAMP) $(DEMO_META) $(SOURCE_WEIGHTS_VIT)
 	$(PY) tools/train_net.py --config-file configs/Synthetic/ca_vit.yml
 
 # Table 3 of DOTLA on the demo set: 6 rows x 3 seeds, two runs at a time (about 75 minutes on 2 CPU cores).
-ablation: $(STAMP) $(DEMO_META) $(SOURCE_WEIGHTS)
+ablation: $(STAMP) $(DEMO_META) $(SOURCE_WEIGHTS) $(STAGE0_WEIGHTS)
 	$(PY) tools/run_ablation.py --rows-file configs/Synthetic/ablations/dotla.yml --seeds 0 1 2 --jobs 2
 
 # Our supervised AGW beside fast-reid's stock BoT, AGW and SBS (ResNet-50), same data and budget (README table).
