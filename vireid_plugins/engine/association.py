@@ -10,7 +10,7 @@ from ..association import cross_modality_association_accuracy
 from ..data.datasets.bases import MODALITY_NAMES
 from ..data.targets import TrainTargets, other_modality
 
-__all__ = ["AssociationHook", "association_accuracy"]
+__all__ = ["AssociationHook", "association_accuracy", "association_chance"]
 
 logger = logging.getLogger("fastreid.vireid.association")
 
@@ -31,6 +31,21 @@ def association_accuracy(targets: TrainTargets) -> Dict[str, float]:
         direction = f"{MODALITY_NAMES[other_modality(space.modality)]}->{MODALITY_NAMES[space.modality]}"
         out[direction] = cross_modality_association_accuracy(
             cross.numpy(), pids[other.numpy()], space.labels[own].numpy(), pids[own.numpy()])
+    return out
+
+
+def association_chance(targets: TrainTargets) -> Dict[str, float]:
+    """``{"<source>-><target>": 1 / K}`` for the directions of :func:`association_accuracy`: the accuracy of a label
+    drawn uniformly from the ``K`` clusters of the target modality's space."""
+    out = {}
+    for space in targets.spaces.values():
+        if space.modality is None:
+            continue
+        own, other = targets.mask(space.modality), targets.mask(other_modality(space.modality))
+        clusters = space.labels[own]
+        if bool((space.labels[other] >= 0).any()) and bool((clusters >= 0).any()):
+            direction = f"{MODALITY_NAMES[other_modality(space.modality)]}->{MODALITY_NAMES[space.modality]}"
+            out[direction] = 1.0 / len(clusters[clusters >= 0].unique())
     return out
 
 
@@ -60,5 +75,7 @@ class AssociationHook(HookBase):
         if comm.is_main_process():
             accuracy = association_accuracy(targets)
             self.trainer.label_history.log(epoch, "association", accuracy, self.trainer.storage)
+            chance = association_chance(targets)
             logger.info(f"{type(self).__name__} at epoch {epoch}: association accuracy "
-                        + ", ".join(f"{k} {v:.4f}" for k, v in accuracy.items()))
+                        + ", ".join(f"{k} {v:.4f} (chance {chance.get(k, float('nan')):.4f})"
+                                    for k, v in accuracy.items()))
