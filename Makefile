@@ -79,7 +79,7 @@ demo-mult: $(STAMP) $(DEMO_META) $(SOURCE_WEIGHTS)
 demo-ca-vit: $(STAMP) $(DEMO_META) $(SOURCE_WEIGHTS_VIT)
 	$(PY) tools/train_net.py --config-file configs/Synthetic/ca_vit.yml
 
-# Table 3 of DOTLA on the demo set: 6 rows x 3 seeds, two runs at a time (about 75 minutes on 2 CPU cores).
+# Table 3 of DOTLA on the demo set: 7 rows x 3 seeds, two runs at a time (about 55 minutes on 2 CPU cores).
 ablation: $(STAMP) $(DEMO_META) $(SOURCE_WEIGHTS) $(STAGE0_WEIGHTS)
 	$(PY) tools/run_ablation.py --rows-file configs/Synthetic/ablations/dotla.yml --seeds 0 1 2 --jobs 2
 
