@@ -69,7 +69,7 @@ demo: $(STAMP) $(DEMO_META) $(SOURCE_WEIGHTS)
 	wait $$dotla; status=$$?; \
 	if [ $$status -ne 0 ]; then tail -n 30 logs/synthetic/dotla.log; exit 1; fi; \
 	if [ $$ceiling -ne 0 ]; then tail -n 30 logs/synthetic/agw_supervised.log; exit 1; fi
-	@grep -h "association accuracy" logs/synthetic/dotla.log | sed 's/^.*DOTLAAssociation/DOTLAAssociation/'
+	@grep -h "association accuracy" logs/synthetic/dotla.log | sed 's/^.*DOTLAAssociation/DOTLAAssociation/'; true
 	$(SUMMARY)
 
 # DOTLA alone, on both cores
