@@ -15,36 +15,35 @@ __all__ = ["AssociationHook", "association_accuracy", "association_chance"]
 logger = logging.getLogger("fastreid.vireid.association")
 
 
+def _cross_labelled_spaces(targets: TrainTargets):
+    """``(direction, space, own, other)`` for every label space of a modality that also labels items of the other
+    modality (``own`` / ``other``: the item masks of the space's modality and of the other one)."""
+    for space in targets.spaces.values():
+        if space.modality is None:
+            continue
+        own, other = targets.mask(space.modality), targets.mask(other_modality(space.modality))
+        if bool((space.labels[other] >= 0).any()):
+            source, target = MODALITY_NAMES[other_modality(space.modality)], MODALITY_NAMES[space.modality]
+            yield f"{source}->{target}", space, own, other
+
+
 def association_accuracy(targets: TrainTargets) -> Dict[str, float]:
     """``{"<source>-><target>": accuracy}`` for every label space of a modality that also labels items of the other
     modality: the fraction of those items whose label is the space's cluster holding most of their true identity
     (:func:`~vireid_plugins.association.cross_modality_association_accuracy`; diagnostics only)."""
     pids = np.asarray([it[1] for it in targets.items])
-    out = {}
-    for space in targets.spaces.values():
-        if space.modality is None:
-            continue
-        own, other = targets.mask(space.modality), targets.mask(other_modality(space.modality))
-        cross = space.labels[other]
-        if not bool((cross >= 0).any()):
-            continue
-        direction = f"{MODALITY_NAMES[other_modality(space.modality)]}->{MODALITY_NAMES[space.modality]}"
-        out[direction] = cross_modality_association_accuracy(
-            cross.numpy(), pids[other.numpy()], space.labels[own].numpy(), pids[own.numpy()])
-    return out
+    return {direction: cross_modality_association_accuracy(space.labels[other].numpy(), pids[other.numpy()],
+                                                           space.labels[own].numpy(), pids[own.numpy()])
+            for direction, space, own, other in _cross_labelled_spaces(targets)}
 
 
 def association_chance(targets: TrainTargets) -> Dict[str, float]:
     """``{"<source>-><target>": 1 / K}`` for the directions of :func:`association_accuracy`: the accuracy of a label
     drawn uniformly from the ``K`` clusters of the target modality's space."""
     out = {}
-    for space in targets.spaces.values():
-        if space.modality is None:
-            continue
-        own, other = targets.mask(space.modality), targets.mask(other_modality(space.modality))
+    for direction, space, own, _ in _cross_labelled_spaces(targets):
         clusters = space.labels[own]
-        if bool((space.labels[other] >= 0).any()) and bool((clusters >= 0).any()):
-            direction = f"{MODALITY_NAMES[other_modality(space.modality)]}->{MODALITY_NAMES[space.modality]}"
+        if bool((clusters >= 0).any()):
             out[direction] = 1.0 / len(clusters[clusters >= 0].unique())
     return out
 

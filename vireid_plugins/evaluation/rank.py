@@ -192,7 +192,7 @@ def eval_cross_camera(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int
     dist, q_pids, g_pids, max_rank, (q_labels, g_labels, num_labels) = _prepare(distmat, q_pids, g_pids, max_rank)
     num_q, num_g = dist.shape
     q_camids, g_camids = _as_ids(q_camids, "q_camids", num_q), _as_ids(g_camids, "g_camids", num_g)
-    removed = (q_pids[:, None] == g_pids[None, :]) & (q_camids[:, None] == g_camids[None, :])
+    removed = llcm_removed(q_pids, g_pids, q_camids, g_camids)  # the same rule: own identity and camera
     scores, ranked = _tie_free_scores(dist, removed)
     hits = _match_statistics(ranked, _positive_scores(scores, q_labels, g_labels, num_labels))
     return _cmc(hits.first_rank, max_rank), float(hits.ap.mean()), float(hits.inp.mean())
