@@ -51,4 +51,16 @@ def _worker(local_rank, main_func, world_size, num_per_machine, machine_rank, di
         group = dist.new_group(list(range(i * num_per_machine, (i + 1) * num_per_machine)))
         if i == machine_rank:
             comm._LOCAL_PROCESS_GROUP = group
-    main_func(*args)
+    try:
+        main_func(*args)
+        comm.synchronize()  # no rank leaves while a peer may still talk to it
+    finally:
+        _shut_down_process_group()
+
+
+def _shut_down_process_group():
+    """Leave the process group explicitly: a worker that exits with gloo's threads still alive can abort in its
+    C++ destructors ("terminate called without an active exception") after its work has succeeded."""
+    if dist.is_initialized():
+        comm._LOCAL_PROCESS_GROUP = None
+        dist.destroy_process_group()
