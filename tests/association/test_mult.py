@@ -203,6 +203,17 @@ def test_propagate_labels_hand_worked():
     torch.testing.assert_close(own_h, own)
     torch.testing.assert_close(cross_h, cross)
     assert it_h == 1 and abs(change_h - change) < 1e-6
+    calls = []
+
+    def swap_classes(classes, k):  # the first product from the classes, without the one-hot matrix
+        calls.append((classes.tolist(), k))
+        return swap @ torch.nn.functional.one_hot(classes, k).float()
+
+    own_c, cross_c, _, _ = propagate_labels(eye, torch.tensor([0, 1]), eye, eye, swap, swap, alpha=0.2, max_iter=1,
+                                            own_from_other_classes=swap_classes)
+    torch.testing.assert_close(own_c, own)
+    torch.testing.assert_close(cross_c, cross)
+    assert calls == [([0, 1], 2)]
     # targets: 0.7 onehot(argmax) + 0.3 Y_hat
     labels, targets = soft_targets(own, beta=0.7)
     assert labels.tolist() == [1, 0]
@@ -274,6 +285,14 @@ def test_instance_affinity_equals_pot_plan(storage, rtol):
     torch.testing.assert_close(aff.to_visible(y_r), (a_vr @ y_r.to(a_vr.dtype)).float(), rtol=2 * rtol, atol=1e-6)
     torch.testing.assert_close(aff.to_infrared(y_v), (a_rv @ y_v.to(a_rv.dtype)).float(), rtol=2 * rtol, atol=1e-6)
     assert aff.values.dtype == storage and aff.values.shape == (30, 17)
+    # one-hot labels given by their classes: the same products, without the one-hot matrix (exact: rtol only of
+    # the dense check's own storage rounding)
+    c_r, c_v = torch.randint(0, 4, (17,), generator=g), torch.randint(0, 4, (30,), generator=g)
+    onehot_r, onehot_v = (torch.nn.functional.one_hot(c, 4).to(a_vr.dtype) for c in (c_r, c_v))
+    torch.testing.assert_close(aff.to_visible_from_classes(c_r, 4), (a_vr @ onehot_r).to(a_vr.dtype),
+                               rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(aff.to_infrared_from_classes(c_v, 4), (a_rv @ onehot_v).to(a_rv.dtype),
+                               rtol=1e-5, atol=1e-7)
 
 
 def test_initial_labels_and_cross_labels():

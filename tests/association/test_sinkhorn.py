@@ -603,6 +603,35 @@ def test_blocks_in_place_reabsorption_and_rebuild():
     assert 2 <= builds <= 3 and len(calls) % 5 == 0
 
 
+def test_blocks_copy_the_source_rows_unless_fresh():
+    cost, a, b = random_problem(30, 17, seed=23)
+    log_k = torch.from_numpy(-cost / 0.05).float()
+    kept = log_k.clone()
+    shared = sinkhorn_blocks(lambda r0, r1: log_k[r0:r1], (30, 17), block_rows=30, tol=1e-6, max_iter=10000)
+    assert torch.equal(log_k, kept)  # rows of a kept tensor (views) are copied before the in-place work
+    fresh = sinkhorn_blocks(lambda r0, r1: log_k[r0:r1].clone(), (30, 17), block_rows=30, tol=1e-6, max_iter=10000,
+                            fresh_rows=True)
+    assert torch.equal(fresh.kernel.values, shared.kernel.values) and torch.equal(fresh.log_v, shared.log_v)
+    with_g = sinkhorn_blocks(lambda r0, r1: log_k[r0:r1].clone(), (30, 17), block_rows=7, tol=1e-6, max_iter=10000,
+                             fresh_rows=True, init_log_v=torch.linspace(-3, 3, 17))  # built around a non-zero g
+    torch.testing.assert_close(with_g.plan(), shared.plan(), rtol=1e-4, atol=1e-9)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_stored_kernel_products_split_over_workers(workers):
+    g = torch.Generator().manual_seed(4)
+    values = torch.rand(50, 9, generator=g).bfloat16()
+    x, y = torch.rand(9, generator=g), torch.rand(50, 3, generator=g)
+    single = StoredKernel(values, torch.zeros(50), torch.zeros(9), block_rows=4, workers=1)
+    split = StoredKernel(values, torch.zeros(50), torch.zeros(9), block_rows=4, workers=workers)
+    threads = torch.get_num_threads()
+    expected = values.float()
+    torch.testing.assert_close(split.matvec(x), expected @ x)
+    torch.testing.assert_close(split.rmatvec(y), expected.T @ y)
+    torch.testing.assert_close(split.matvec(x), single.matvec(x))
+    assert torch.get_num_threads() == threads  # the workers' thread setting does not leak
+
+
 def test_blocks_validation():
     log_k = torch.zeros(6, 4)
     with pytest.raises(ValueError, match="empty"):
@@ -610,6 +639,10 @@ def test_blocks_validation():
     bad = log_k.clone()
     bad[3, 2] = float("nan")
     with pytest.raises(ValueError, match=r"rows 2:4 contain NaN or \+inf at \(row - 2, column\) entries \[\(1, 2\)\]"):
+        sinkhorn_blocks(_rows_of(bad), (6, 4), block_rows=2)
+    bad = log_k.clone()
+    bad[4, 0] = math.inf
+    with pytest.raises(ValueError, match=r"rows 4:6 contain NaN or \+inf at \(row - 4, column\) entries \[\(0, 0\)\]"):
         sinkhorn_blocks(_rows_of(bad), (6, 4), block_rows=2)
     bad = log_k.clone()
     bad[5] = -math.inf
