@@ -205,6 +205,7 @@ class HeterogeneousAffinity:
     """``A^{vr} = rownorm(Pi)`` and ``A^{rv} = rownorm(Pi^T)`` from one stored array ``P``, ``Pi = diag(w) P``.
 
     Attributes:
+        kernel: the :class:`~.sinkhorn_blocks.StoredKernel` holding ``P`` (its block loops serve the class sums).
         values: ``(N_v, N_r)`` ``P`` in the storage dtype (each row proportional to the plan's row).
         row_weight: ``(N_v,)`` ``w``, scaled to a maximum of 1.
         vis_sums: ``(N_v,)`` ``P 1``; ir_sums: ``(N_r,)`` ``P^T w`` (accumulated block by block).
@@ -214,7 +215,7 @@ class HeterogeneousAffinity:
 
     def __init__(self, kernel: StoredKernel, row_weight: torch.Tensor, iterations: int = 0,
                  marginal_error: float = 0.0):
-        self.values, self.row_weight = kernel.values, row_weight.to(kernel.compute_dtype)
+        self.kernel, self.values, self.row_weight = kernel, kernel.values, row_weight.to(kernel.compute_dtype)
         self.iterations, self.marginal_error = iterations, marginal_error
         self.vis_sums = kernel.matvec(torch.ones(kernel.shape[1], dtype=kernel.compute_dtype,
                                                  device=self.values.device))
@@ -250,7 +251,7 @@ class HeterogeneousAffinity:
         matrix product; unlike :meth:`to_visible`, no bfloat16 rounding of the product)."""
         n_v = self.values.shape[0]
         out = torch.zeros(n_v, num_classes, dtype=self.vis_sums.dtype, device=self.values.device)
-        for r0, r1, block in self._row_blocks():
+        for r0, r1, block in self.kernel.blocks():
             out[r0:r1].index_add_(1, classes, block)
         return out.div_(self.vis_sums.unsqueeze(1))
 
@@ -258,17 +259,9 @@ class HeterogeneousAffinity:
         """``(N_r, K)`` ``A^{rv} @ onehot(classes)`` for ``(N_v,)`` int64 classes in ``[0, K)`` (as
         :meth:`to_visible_from_classes`: weighted plan rows added to their class's row)."""
         acc = torch.zeros(num_classes, self.values.shape[1], dtype=self.ir_sums.dtype, device=self.values.device)
-        for r0, r1, block in self._row_blocks():
+        for r0, r1, block in self.kernel.blocks():
             acc.index_add_(0, classes[r0:r1], block.mul_(self.row_weight[r0:r1].unsqueeze(1)))
         return acc.T.div(self.ir_sums.unsqueeze(1))
-
-    def _row_blocks(self):
-        """Yield ``(start, stop, P[start:stop])`` in the compute dtype (a new block each time)."""
-        n_v, n_r = self.values.shape
-        rows = default_block_rows(n_r)
-        for r0 in range(0, n_v, rows):
-            r1 = min(r0 + rows, n_v)
-            yield r0, r1, self.values[r0:r1].to(self.vis_sums.dtype, copy=True)
 
     def dense(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(A^{vr}, A^{rv})`` as dense matrices in the compute dtype (for checks; materialises both)."""
@@ -333,7 +326,8 @@ def _scaled_inner_products(x: torch.Tensor, y: torch.Tensor, scale: float, order
     else float32/float64 matrix products.
     """
     y = y if order_y is None else y[order_y.to(y.device)]
-    pick = (lambda r0, r1: slice(r0, r1)) if order_x is None else (lambda r0, r1: order_x[r0:r1].to(x.device))
+    order_x = None if order_x is None else order_x.to(x.device)
+    pick = (lambda r0, r1: slice(r0, r1)) if order_x is None else (lambda r0, r1: order_x[r0:r1])
     if int8 and x.device.type == "cpu":
         code_x, code_y = encode_int8(x), encode_int8(y)
         rhs, col_scale = prepare_rhs(code_y), code_y.scale.mul(scale)

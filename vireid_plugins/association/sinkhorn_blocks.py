@@ -255,11 +255,12 @@ def _build(source: LogKernelRows, shape, g: torch.Tensor, storage_dtype, block_r
     values = torch.empty((n, k), dtype=storage_dtype, device=g.device) if out is None else out
     row_log = torch.empty(n, dtype=g.dtype, device=g.device)
     col_max = torch.full((k,), -math.inf, dtype=g.dtype, device=g.device)
+    shifted = bool(g.any())  # else the rows' maxima are the source's
     for r0 in range(0, n, build_rows):
         r1 = min(r0 + build_rows, n)
         y, m = _source_block(source, r0, r1, k, g, fresh)
         torch.maximum(col_max, y.amax(0), out=col_max)
-        if bool(g.any()):
+        if shifted:
             y += g
             m = y.amax(1)
         m = m.unsqueeze(1) - shift
