@@ -94,7 +94,7 @@ demo-mult: $(STAMP) $(DEMO_META) $(SOURCE_WEIGHTS)
 	$(PY) tools/train_net.py --config-file configs/Synthetic/mult.yml
 
 # The CA multi-module framework (PA-CBAM, MAAL, VRA, VRNL, UM) on the demo set: a small 4-token conv-stem ViT
-# pre-trained on the labelled source set (about 5 minutes, once), then 400 iterations (about 3 minutes).
+# pre-trained on the labelled source set (about 4.5 minutes, once), then 400 iterations (about 3 minutes).
 # Its Table 3: tools/run_ablation.py --rows-file configs/Synthetic/ablations/ca_vit.yml --seeds 0 1 2 --jobs 2
 demo-ca-vit: $(STAMP) $(DEMO_META) $(SOURCE_WEIGHTS_VIT)
 	$(PY) tools/train_net.py --config-file configs/Synthetic/ca_vit.yml

@@ -6,7 +6,9 @@ infrared), for one or two models side by side (e.g. before and after training); 
         --weights "" logs/synthetic/usl_baseline/model_final.pth --labels untrained trained \
         --split test --num-ids 20 --seed 0 --out vis/embeddings.png
 
-``--weights ""`` is the model as built from the config (seeded by SEED), before any training. ``--split test``
+``--weights ""`` is the model as built from the config (seeded by SEED), before any training; a first checkpoint of
+another model (e.g. a source pre-training, whose checkpoint carries its classifier) is built from
+``--first-config-file``. ``--split test``
 takes every test image of both modalities (SYSU-MM01: the queries and every image a gallery can draw),
 ``train`` the training images; ``--num-ids`` identities seen in both modalities are drawn with ``--seed``.
 """
@@ -32,6 +34,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--weights", nargs="+", required=True, help="one or two checkpoints; '' = untrained model")
+    parser.add_argument("--first-config-file", help="config of the first checkpoint's model (default: --config-file; "
+                                                    "the KEY VALUE overrides apply to both)")
     parser.add_argument("--labels", nargs="+", help="panel titles (default: the checkpoint file names)")
     parser.add_argument("--dataset", help="registered dataset (default: the first of DATASETS.TESTS for --split "
                                           "test, of DATASETS.NAMES for train)")
@@ -74,14 +78,16 @@ def draw_identities(items, num_ids, seed):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = setup_cfg(args.config_file, list(args.opts) + ["TEST.RANKLIST.ENABLED", "False"])
+    opts = list(args.opts) + ["TEST.RANKLIST.ENABLED", "False"]
+    cfg = setup_cfg(args.config_file, opts)
+    model_cfgs = [setup_cfg(args.first_config_file, opts) if args.first_config_file else cfg, cfg]
     dataset_name = args.dataset or (cfg.DATASETS.TESTS if args.split == "test" else cfg.DATASETS.NAMES)[0]
     items = draw_identities(split_items(cfg, dataset_name, args.split), args.num_ids, args.seed)
     pids = np.asarray([it[1] for it in items])
     modalities = np.asarray([it[3] for it in items])
     panels = []
     for i, weights in enumerate(args.weights):
-        model = build_inference_model(cfg, weights)
+        model = build_inference_model(model_cfgs[i], weights)
         loader = build_vireid_test_loader(cfg, items)
         desc = f"features ({i + 1}/{len(args.weights)})"
         feats = image_features(extract_features(model, loader, flip=cfg.TEST.FLIP.ENABLED, desc=desc))

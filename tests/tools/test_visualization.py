@@ -230,6 +230,27 @@ def test_plot_embeddings_cli_before_and_after(tiny_sysu, tiny_checkpoint, tmp_pa
     assert [it[1] for it in tool.draw_identities(items, 0, 0)] == [1, 1, 4, 4]  # ids seen in both modalities
 
 
+
+def test_plot_embeddings_first_checkpoint_of_another_model(tiny_sysu, tmp_path):
+    """A source pre-training's checkpoint (TokenClassifierHead: its classifier sized from the checkpoint) beside the
+    unsupervised model: refused under the unsupervised config (naming the extra key), drawn with its own config."""
+    from fastreid.modeling import build_model
+
+    tiny_vit = ["MODEL.BACKBONE.FEAT_DIM", "32", "MODEL.BACKBONE.VIT.EMBED_DIM", "32", "MODEL.BACKBONE.VIT.DEPTH",
+                "2", "MODEL.BACKBONE.VIT.NUM_HEADS", "2", "DATASETS.ROOT", str(tiny_sysu), *TINY_OPTS]
+    source_cfg = setup_cfg(os.path.join(ROOT, "configs/Synthetic/source_pretrain_vit.yml"),
+                           tiny_vit + ["MODEL.HEADS.NUM_CLASSES", "7"])
+    source = tmp_path / "source.pth"
+    torch.save({"model": build_model(source_cfg).state_dict()}, source)
+    argv = ["--config-file", os.path.join(ROOT, "configs/Synthetic/ca_vit.yml"), "--weights", str(source), "",
+            "--num-ids", "3", "--out", str(tmp_path / "emb.png"), *tiny_vit]
+    tool = load_tool("plot_embeddings")
+    with pytest.raises(ValueError, match="heads.classifier.weight"):
+        tool.main(argv)
+    tool.main(["--first-config-file", os.path.join(ROOT, "configs/Synthetic/source_pretrain_vit.yml"), *argv])
+    with Image.open(tmp_path / "emb.png") as image:
+        assert image.size == (1200, 600)
+
 # ------------------------------------------------------------------------------------------------ pseudo-labels
 HISTORY = [
     {"epoch": 1, "visible": {"num_clusters": 12, "outlier_ratio": 0.25, "nmi": 0.8, "ari": 0.5},

@@ -80,6 +80,9 @@ def _load_strictly(model: torch.nn.Module, state: Dict[str, torch.Tensor], path:
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
 
+CLASSIFIER_KEYS = ("heads.weight", "heads.classifier.weight")  # fast-reid's heads; TokenClassifierHead
+
+
 def build_inference_model(cfg, weights: Optional[str] = None) -> torch.nn.Module:
     """The model of ``cfg`` in eval mode with ``weights`` (default ``MODEL.WEIGHTS``) loaded strictly.
 
@@ -94,8 +97,9 @@ def build_inference_model(cfg, weights: Optional[str] = None) -> torch.nn.Module
     if weights:
         state = read_checkpoint(weights)
         cfg.MODEL.BACKBONE.PRETRAIN = False
-        if "heads.weight" in state:
-            cfg.MODEL.HEADS.NUM_CLASSES = int(state["heads.weight"].shape[0])
+        for classifier in CLASSIFIER_KEYS:
+            if classifier in state:
+                cfg.MODEL.HEADS.NUM_CLASSES = int(state[classifier].shape[0])
     cfg.freeze()
     seed_everything(cfg.SEED)
     model = build_model(cfg)
